@@ -68,6 +68,7 @@ class SSIMWindow:
             raise ValueError(f"win_size must be positive, got {self.win_size}.")
         self.kernel_type = kernel_type
         self.data_range = float(data_range)
+        self.k1, self.k2 = float(k1), float(k2)
         self.c1 = (k1 * self.data_range) ** 2
         self.c2 = (k2 * self.data_range) ** 2
         self._kernels_1d = [self._kernel_1d(w, s) for w, s in zip(self.win_size, self.kernel_sigma)]
@@ -242,6 +243,12 @@ class SSIML1Loss(_Loss):
         self.window = SSIMWindow(spatial_dims, win_size, kernel_sigma, kernel_type, data_range, k1, k2)
         self.spatial_dims = spatial_dims
         self.ssim_weight = float(ssim_weight)
+
+    def cost_kwargs(self) -> dict:
+        """The :func:`pairwise_cost` arguments that reproduce this loss for every pair (``kind="ssim_l1"``)."""
+        w = self.window
+        return {"win_size": w.win_size, "kernel_sigma": w.kernel_sigma, "kernel_type": w.kernel_type,
+                "data_range": w.data_range, "k1": w.k1, "k2": w.k2, "ssim_weight": self.ssim_weight}
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Args: ``input``, ``target``: ``BxCx[SPATIAL]``. Returns the reduced loss (or ``(B,)``)."""

@@ -1,0 +1,87 @@
+"""Held-out validation loss for NeuroSQL (images without codes), for early stopping and model selection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+from ignite.engine import Engine, Events
+
+from ..generate import heldout_assignment_cost
+
+__all__ = ["ValidationAssignmentCost"]
+
+
+class ValidationAssignmentCost:
+    """Every ``every_n_epochs`` epochs, store :func:`~monai_neurosql.generate.heldout_assignment_cost` of the
+    validation images in ``engine.state.metrics[metric_name]`` (lower is better).
+
+    Validation images have no latent codes, so their loss is the optimal assignment cost against a fresh
+    lattice of their own size (see :func:`heldout_assignment_cost`). Pair it with MONAI's
+    ``EarlyStopHandler(trainer=trainer, patience=..., score_function=lambda e: -e.state.metrics[name],
+    epoch_level=True)`` attached to the trainer, and with ``CheckpointSaver(save_key_metric=True,
+    key_metric_name=name, key_metric_negative_sign=True)``; attach this handler first.
+
+    Args:
+        val_loader: loader over the validation images (dicts with ``image_key``, and ``label_key`` when the
+            generator is class-conditional); read once and cached.
+        every_n_epochs: how often to evaluate. Default 1.
+        metric_name: key in ``engine.state.metrics``. Default ``"val_assignment_cost"``.
+        method: assignment method. Default exact.
+        seed: seed of the validation lattice.
+        image_key, label_key: batch keys.
+        name: logger name; default the engine's logger.
+    """
+
+    def __init__(
+        self,
+        val_loader: Iterable,
+        every_n_epochs: int = 1,
+        metric_name: str = "val_assignment_cost",
+        method: str = "hungarian",
+        seed: int = 12345,
+        image_key: str = "image",
+        label_key: str = "label",
+        name: str | None = None,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
+        self.val_loader = val_loader
+        self.every_n_epochs = every_n_epochs
+        self.metric_name = metric_name
+        self.method = method
+        self.seed = seed
+        self.image_key, self.label_key = image_key, label_key
+        self.logger = logging.getLogger(name)
+        self._name = name
+        self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self._name is None:
+            self.logger = engine.logger
+        if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self)
+
+    def _load(self, conditional: bool) -> None:
+        images, labels = [], []
+        for batch in self.val_loader:
+            images.append(torch.as_tensor(batch[self.image_key]).float())
+            if conditional:
+                labels.append(torch.as_tensor(batch[self.label_key]).long().reshape(-1))
+        if not images:
+            raise ValueError("the validation loader is empty.")
+        self._images = torch.cat(images)
+        self._labels = torch.cat(labels) if conditional else None
+
+    def __call__(self, engine: Engine) -> None:
+        conditional = getattr(engine, "conditional", False)
+        if self._images is None:
+            self._load(conditional)
+        value = heldout_assignment_cost(
+            engine.generator, self._images, engine.bank.prior, engine.bank.dim, labels=self._labels,
+            seed=self.seed, method=self.method,
+        )
+        engine.state.metrics[self.metric_name] = value
+        self.logger.info(f"Epoch {engine.state.epoch}: {self.metric_name} = {value:.4f}")

@@ -1,0 +1,76 @@
+"""DCGAN-like transposed-convolution generator (the paper's ConvNet baseline backbone, appendix D)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.blocks import Convolution
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+
+from .latent_generator import LatentGenerator
+
+__all__ = ["ConvGenerator"]
+
+
+class ConvGenerator(LatentGenerator):
+    """Linear projection, then stride-2 transposed convolutions with halving widths and batch norm, then sigmoid.
+
+    ``z -> Linear -> C0 x base -> [ConvT(s=2) -> norm -> act] x (len(channels) - 1) -> conv 3 -> crop -> sigmoid``,
+    with ``base = ceil(spatial_size / 2^(len(channels) - 1))``. The paper's default widths are
+    ``512 -> 256 -> 128 -> ...``; ours default to ``(256, 128, 64, 32)`` to stay light on CPUs.
+
+    Args:
+        spatial_dims: 2 or 3.
+        latent_size: latent dimension ``d``.
+        out_channels: image channels. Default 1.
+        spatial_size: output size (any size). Default 64.
+        channels: feature widths from the projection to the last upsampling block; one doubling per step.
+        kernel_size: transposed-convolution kernel size. Default 3.
+        act: activation (name or ``(name, kwargs)``). Default ReLU.
+        norm: normalization (name or ``(name, kwargs)``). Default batch norm.
+        num_classes, class_embed_size, out_act: see :class:`LatentGenerator`.
+
+    Example::
+
+        net = ConvGenerator(spatial_dims=2, latent_size=16, spatial_size=28)
+        images = net(torch.randn(8, 16))   # (8, 1, 28, 28) in [0, 1]
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        latent_size: int,
+        out_channels: int = 1,
+        spatial_size: Sequence[int] | int = 64,
+        channels: Sequence[int] = (256, 128, 64, 32),
+        kernel_size: int = 3,
+        act: str | tuple = "relu",
+        norm: str | tuple = "batch",
+        num_classes: int | None = None,
+        class_embed_size: int | None = None,
+        out_act: str | tuple | None = "sigmoid",
+    ) -> None:
+        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 1 or any(c < 1 for c in channels):
+            raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}.")
+        self.channels = channels
+        self.base = self.base_size(self.spatial_size, len(channels) - 1)
+        self.project = nn.Linear(self.input_size, channels[0] * math.prod(self.base))
+        self.project_adn = nn.Sequential(
+            get_norm_layer(norm, spatial_dims=spatial_dims, channels=channels[0]),
+            get_act_layer(act),
+        )
+        self.up = nn.Sequential(*[
+            Convolution(spatial_dims, c_in, c_out, strides=2, kernel_size=kernel_size, act=act, norm=norm,
+                        is_transposed=True)
+            for c_in, c_out in zip(channels[:-1], channels[1:])
+        ])
+        self.head = Convolution(spatial_dims, channels[-1], out_channels, kernel_size=3, conv_only=True)
+
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.project(h).reshape(h.shape[0], self.channels[0], *self.base)
+        return self.head(self.up(self.project_adn(h)))

@@ -1,0 +1,115 @@
+"""Common base of the NeuroSQL generators: latent (and class) conditioning, output size and activation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.layers.factories import Act
+from monai.utils import ensure_tuple_rep
+
+__all__ = ["LatentGenerator", "count_parameters"]
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``module``, the capacity measure of the paper's Tables 1 and 4."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class LatentGenerator(nn.Module):
+    """Base class of generators ``G: R^d (x classes) -> BxCx[SPATIAL]`` (the only network of NeuroSQL).
+
+    Subclasses build ``self.body`` mapping the conditioned latent ``(B, input_size)`` to a feature map at least as
+    large as ``spatial_size``; this class checks arguments, embeds class labels, center-crops to ``spatial_size``
+    and applies the output activation (sigmoid: images in ``[0, 1]``).
+
+    Args:
+        spatial_dims: 2 or 3.
+        latent_size: latent dimension ``d``.
+        out_channels: image channels.
+        spatial_size: output size (int or per-axis sequence); any size, not only powers of two.
+        num_classes: number of classes for class-conditional generation (``None``: unconditional).
+        class_embed_size: size of the learned class embedding concatenated to ``z``. Default ``latent_size``.
+        out_act: output activation name (MONAI ``Act`` factory) or ``None`` for raw outputs. Default sigmoid.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        latent_size: int,
+        out_channels: int,
+        spatial_size: Sequence[int] | int,
+        num_classes: int | None = None,
+        class_embed_size: int | None = None,
+        out_act: str | tuple | None = "sigmoid",
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if latent_size < 1:
+            raise ValueError(f"latent_size must be a positive integer, got {latent_size}.")
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be a positive integer, got {out_channels}.")
+        size = tuple(int(s) for s in ensure_tuple_rep(spatial_size, spatial_dims))
+        if any(s < 1 for s in size):
+            raise ValueError(f"spatial_size must be positive, got {spatial_size}.")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be None or a positive integer, got {num_classes}.")
+        self.spatial_dims = spatial_dims
+        self.latent_size = latent_size
+        self.out_channels = out_channels
+        self.spatial_size = size
+        self.num_classes = num_classes
+        embed = 0
+        self.class_embedding: nn.Embedding | None = None
+        if num_classes is not None:
+            embed = latent_size if class_embed_size is None else int(class_embed_size)
+            self.class_embedding = nn.Embedding(num_classes, embed)
+        self.input_size = latent_size + embed
+        if out_act is None:
+            self.out_act: nn.Module = nn.Identity()
+        else:
+            name, kwargs = (out_act, {}) if isinstance(out_act, str) else (out_act[0], dict(out_act[1]))
+            self.out_act = Act[name](**kwargs)
+
+    @staticmethod
+    def base_size(spatial_size: Sequence[int], num_upsamples: int) -> tuple[int, ...]:
+        """Smallest start size that reaches at least ``spatial_size`` after ``num_upsamples`` doublings."""
+        return tuple(max(1, math.ceil(s / 2**num_upsamples)) for s in spatial_size)
+
+    def condition(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """``z`` (and the embedding of ``labels``) as the ``(B, input_size)`` network input."""
+        if z.ndim != 2 or z.shape[1] != self.latent_size:
+            raise ValueError(f"z must have shape (B, {self.latent_size}), got {tuple(z.shape)}.")
+        if self.class_embedding is None:
+            if labels is not None:
+                raise ValueError("labels were given to an unconditional generator; build it with num_classes.")
+            return z
+        if labels is None:
+            raise ValueError(f"this generator is class-conditional (num_classes={self.num_classes}): pass labels.")
+        labels = torch.as_tensor(labels, device=z.device).long().reshape(-1)
+        if labels.shape[0] != z.shape[0]:
+            raise ValueError(f"got {labels.shape[0]} labels for {z.shape[0]} codes.")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got {labels.unique().tolist()}.")
+        return torch.cat([z, self.class_embedding(labels).to(z.dtype)], dim=1)
+
+    def finish(self, features: torch.Tensor) -> torch.Tensor:
+        """Center-crop ``features`` to ``spatial_size`` and apply the output activation."""
+        slices = [slice(None), slice(None)]
+        for have, want in zip(features.shape[2:], self.spatial_size):
+            start = (have - want) // 2
+            slices.append(slice(start, start + want))
+        return self.out_act(features[tuple(slices)])
+
+    def body(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: ``z``: ``(B, latent_size)``; ``labels``: ``(B,)`` class indices for conditional generators.
+
+        Returns: ``B x out_channels x [spatial_size]`` images (in ``[0, 1]`` with the default sigmoid).
+        """
+        return self.finish(self.body(self.condition(z, labels)))

@@ -1,0 +1,67 @@
+"""Residual upsampling generator (the paper's ResNet backbone, appendices D and L)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.blocks import Convolution, ResidualUnit, UpSample
+
+from .latent_generator import LatentGenerator
+
+__all__ = ["ResNetGenerator"]
+
+
+class ResNetGenerator(LatentGenerator):
+    """Linear projection, residual upsampling blocks, a 3x3 head and a sigmoid.
+
+    Each block doubles the size (nearest-neighbour :class:`~monai.networks.blocks.UpSample`) and applies a
+    MONAI :class:`~monai.networks.blocks.ResidualUnit` (two conv-norm-act subunits with a skip connection,
+    projected by a 1x1 convolution when the width changes). The paper uses four blocks
+    ``512 -> 256 -> 128 -> 64`` (appendix L) or a constant width of 512 (appendix D); pass those as
+    ``channels``; the default is lighter.
+
+    Args:
+        spatial_dims: 2 or 3.
+        latent_size: latent dimension ``d``.
+        out_channels: image channels. Default 1.
+        spatial_size: output size (any size). Default 64.
+        channels: width of the projection followed by the width of each upsampling block.
+        act: activation. Default ReLU.
+        norm: normalization. Default batch norm.
+        num_classes, class_embed_size, out_act: see :class:`LatentGenerator`.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        latent_size: int,
+        out_channels: int = 1,
+        spatial_size: Sequence[int] | int = 64,
+        channels: Sequence[int] = (128, 128, 64, 32),
+        act: str | tuple = "relu",
+        norm: str | tuple = "batch",
+        num_classes: int | None = None,
+        class_embed_size: int | None = None,
+        out_act: str | tuple | None = "sigmoid",
+    ) -> None:
+        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 1 or any(c < 1 for c in channels):
+            raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}.")
+        self.channels = channels
+        self.base = self.base_size(self.spatial_size, len(channels) - 1)
+        self.project = nn.Linear(self.input_size, channels[0] * math.prod(self.base))
+        blocks: list[nn.Module] = []
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            blocks.append(UpSample(spatial_dims, c_in, scale_factor=2, mode="nontrainable", interp_mode="nearest",
+                                   align_corners=None))
+            blocks.append(ResidualUnit(spatial_dims, c_in, c_out, subunits=2, act=act, norm=norm))
+        self.blocks = nn.Sequential(*blocks)
+        self.head = Convolution(spatial_dims, channels[-1], out_channels, kernel_size=3, conv_only=True)
+
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.project(h).reshape(h.shape[0], self.channels[0], *self.base)
+        return self.head(self.blocks(h))

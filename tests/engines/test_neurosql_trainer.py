@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.handlers import CheckpointLoader, LrScheduleHandler
+from scipy.optimize import linear_sum_assignment
+
+from monai_neurosql import SSIML1Loss
+from monai_neurosql.data import assignment_loader, train_loader
+from monai_neurosql.engines import AssignmentEvents, NeuroSQLTrainer
+from monai_neurosql.generate import decode, generate
+from monai_neurosql.handlers import AtomicCheckpointSaver, QuantileAssignmentHandler
+from monai_neurosql.latent_bank import LatentBank
+from monai_neurosql.networks import ConvGenerator
+from tests.helpers import indexed_dataset, shapes
+
+LOSS = {"win_size": 7}
+
+
+def _setup(n=64, d=3, lr=3e-3, seed=0, size=16, labels=False, depth=None):
+    images, classes = shapes(n, size=size, seed=seed, depth=depth)
+    torch.manual_seed(seed)
+    spatial_dims = 2 if depth is None else 3
+    out_size = size if depth is None else (depth, size, size)
+    net = ConvGenerator(spatial_dims, d, spatial_size=out_size, channels=(32, 16, 8),
+                        num_classes=2 if labels else None)
+    bank = LatentBank.class_conditional(classes, d, seed=seed) if labels else LatentBank.create(n, d, seed=seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    return images, classes, net, bank, opt
+
+
+def _trainer(images, classes, net, bank, opt, epochs, handlers=(), batch_size=16, labels=False, seed=0):
+    ds = indexed_dataset(images, classes if labels else None)
+    loss = SSIML1Loss(images.ndim - 2, **LOSS)
+    return NeuroSQLTrainer("cpu", epochs, train_loader(ds, batch_size, seed=seed), net, bank, opt,
+                           loss_function=loss, train_handlers=list(handlers), seed=seed)
+
+
+def test_trainer_equals_handwritten_algorithm_1():
+    # a high learning rate makes the generator's outputs distinct before the first assignment: with nearly
+    # identical outputs, many assignments are optimal to float precision and two exact solvers may pick
+    # different ones
+    images, classes, net, bank, opt = _setup(n=48, lr=2e-2)
+    net0, bank0 = copy.deepcopy(net), copy.deepcopy(bank)
+    ds = indexed_dataset(images)
+    handler = QuantileAssignmentHandler(assignment_loader(ds, batch_size=20), every_n_epochs=3, momentum=0.7)
+    trainer = _trainer(images, classes, net, bank, opt, epochs=6, handlers=[handler])
+    trainer.run()
+
+    # Algorithm 1 by hand: epoch order from DistributedSampler(seed=0) at epoch e, steps, every 2 epochs a
+    # literal cost matrix from the loss, scipy's exact assignment, and the momentum update
+    g, codes, lattice = net0, bank0.codes.clone(), bank0.lattice_points
+    optimizer = torch.optim.AdamW(g.parameters(), lr=2e-2, weight_decay=1e-4)
+    loss = SSIML1Loss(2, **LOSS)
+    per_pair = SSIML1Loss(2, reduction="none", **LOSS)
+    for epoch in range(1, 7):
+        order = torch.randperm(48, generator=torch.Generator().manual_seed(0 + epoch))
+        for idx in order.split(16):
+            g.train()
+            optimizer.zero_grad()
+            loss(g(codes[idx]), images[idx]).backward()
+            torch.nn.utils.clip_grad_norm_(g.parameters(), 1.0)
+            optimizer.step()
+        if epoch % 3 == 0:
+            g.eval()
+            with torch.no_grad():
+                outputs = g(lattice)
+                cost = torch.stack([per_pair(images[i : i + 1].expand_as(outputs), outputs) for i in range(48)])
+            _, pi = linear_sum_assignment(cost.double().numpy())
+            codes = 0.7 * lattice[torch.from_numpy(pi)] + 0.3 * codes
+    torch.testing.assert_close(bank.codes, codes, rtol=0, atol=1e-6)
+    for p, q in zip(net.parameters(), g.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert len(handler.history) == 2 and handler.history[-1]["epoch"] == 6
+
+
+def test_assignment_matters():
+    """Same budget: learned assignment reaches a clearly lower loss than codes frozen at their random start."""
+    final = {}
+    for assign in (True, False):
+        images, classes, net, bank, opt = _setup(n=256, d=4)
+        ds = indexed_dataset(images)
+        handlers = [QuantileAssignmentHandler(assignment_loader(ds), every_n_epochs=2)] if assign else []
+        _trainer(images, classes, net, bank, opt, epochs=8, handlers=handlers, batch_size=32).run()
+        final[assign] = SSIML1Loss(2, **LOSS)(decode(net, bank.codes), images).item()
+    assert final[True] < 0.75 * final[False], final
+
+
+def test_minibatch_mode_algorithm_2():
+    images, classes, net, bank, opt = _setup(n=64)
+    start = bank.assignment.clone()
+    handler = QuantileAssignmentHandler(mode="minibatch", method="greedy", seed=1)
+    events = []
+    trainer = _trainer(images, classes, net, bank, opt, epochs=2, handlers=[handler])
+    trainer.add_event_handler(AssignmentEvents.ASSIGNMENT_COMPLETED, lambda e: events.append(e.state.assignment))
+    trainer.run()
+    assert len(events) == 2 * 4  # every iteration
+    assert all(s["n"] == 16 for s in events)
+    assert sorted(bank.assignment.tolist()) == list(range(64)) or len(set(bank.assignment.tolist())) <= 64
+    assert not torch.equal(bank.assignment, start)
+    assert len(handler.history) == 2 and 0 <= handler.history[-1]["moved"] <= 1
+    assert "assignment_cost" in trainer.state.metrics
+
+
+def test_events_logging_and_state(caplog):
+    images, classes, net, bank, opt = _setup(n=32)
+    handler = QuantileAssignmentHandler(assignment_loader(indexed_dataset(images)), every_n_epochs=1)
+    trainer = _trainer(images, classes, net, bank, opt, epochs=2, handlers=[handler])
+    fired = []
+    trainer.add_event_handler(AssignmentEvents.ASSIGNMENT_STARTED, lambda e: fired.append("start"))
+    trainer.add_event_handler(AssignmentEvents.ASSIGNMENT_COMPLETED, lambda e: fired.append("done"))
+    with caplog.at_level(logging.INFO):
+        trainer.run()
+    assert fired == ["start", "done"] * 2
+    assert any("quantile assignment" in r.message and "codes moved" in r.message for r in caplog.records)
+    stats = trainer.state.assignment
+    assert {"cost", "moved", "seconds", "decode_seconds", "cost_seconds", "solve_seconds"} <= set(stats)
+    state = handler.state_dict()
+    other = QuantileAssignmentHandler(assignment_loader(indexed_dataset(images)))
+    other.load_state_dict(state)
+    assert other.history == handler.history
+    assert set(trainer.state.output) >= {"image", "pred", "loss", "index"}
+
+
+def _resumable(tmp_path, epochs, load_from=None):
+    images, classes, net, bank, opt = _setup(n=48)
+    ds = indexed_dataset(images)
+    handler = QuantileAssignmentHandler(assignment_loader(ds), every_n_epochs=2)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4 * 3)
+    trainer = _trainer(images, classes, net, bank, opt, epochs=epochs)
+    save_dict = {"generator": net, "optimizer": opt, "lr_scheduler": scheduler, "bank": bank,
+                 "assignment": handler, "trainer": trainer}
+    handlers = [LrScheduleHandler(scheduler, epoch_level=False, print_lr=False), handler,
+                AtomicCheckpointSaver(str(tmp_path), save_dict, save_interval=1, interval_filename="model.pt")]
+    if load_from is not None:
+        handlers.insert(0, CheckpointLoader(load_from, save_dict))
+    for h in handlers:
+        h.attach(trainer)
+    trainer.run()
+    return net, bank, handler, trainer
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    net_a, bank_a, handler_a, _ = _resumable(tmp_path / "a", epochs=4)
+    _resumable(tmp_path / "b", epochs=2)
+    assert (tmp_path / "b" / "model.pt").exists()
+    net_b, bank_b, handler_b, trainer_b = _resumable(tmp_path / "b", epochs=4, load_from=str(tmp_path / "b" / "model.pt"))
+    assert trainer_b.state.epoch == 4
+    torch.testing.assert_close(bank_b.codes, bank_a.codes, rtol=0, atol=0)
+    for p, q in zip(net_a.state_dict().values(), net_b.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert [h["epoch"] for h in handler_b.history] == [2.0, 4.0]
+    assert [h["cost"] for h in handler_b.history] == [h["cost"] for h in handler_a.history]
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    images, classes, net, bank, opt = _setup(n=32)
+    trainer = _trainer(images, classes, net, bank, opt, epochs=3)
+    AtomicCheckpointSaver(str(tmp_path), {"generator": net, "bank": bank}, save_interval=1,
+                          interval_filename="model.pt").attach(trainer)
+
+    @trainer.on(Events.EPOCH_COMPLETED(once=1))
+    def poison(engine):
+        with torch.no_grad():
+            next(net.parameters()).fill_(float("nan"))
+
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 2"):
+        trainer.run()
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
+
+
+def test_class_conditional_generation_follows_the_label():
+    images, classes, net, bank, opt = _setup(n=128, d=3, labels=True)
+    ds = indexed_dataset(images, classes)
+    handler = QuantileAssignmentHandler(assignment_loader(ds), every_n_epochs=2)
+    _trainer(images, classes, net, bank, opt, epochs=6, handlers=[handler], labels=True).run()
+    assert torch.equal(bank.lattice_groups[bank.assignment], classes)  # codes never leave their class
+    per_pair = SSIML1Loss(2, reduction="none", **LOSS)
+    for c in (0, 1):
+        samples = generate(net, 16, bank.lattice, seed=c, labels=c)
+        dist = {k: torch.stack([per_pair(s[None].expand_as(images[classes == k]), images[classes == k]).min()
+                                for s in samples]).mean().item() for k in (0, 1)}
+        assert dist[c] < dist[1 - c], (c, dist)
+
+
+def test_3d_end_to_end():
+    images, classes, net, bank, opt = _setup(n=24, d=3, size=16, depth=16)
+    ds = indexed_dataset(images)
+    handler = QuantileAssignmentHandler(assignment_loader(ds), every_n_epochs=1)
+    trainer = _trainer(images, classes, net, bank, opt, epochs=2, handlers=[handler], batch_size=8)
+    trainer.run()
+    assert len(handler.history) == 2 and np.isfinite(handler.history[-1]["cost"])
+    volumes = generate(net, 2, bank.lattice, seed=0)
+    assert volumes.shape == (2, 1, 16, 16, 16) and 0 <= volumes.min() and volumes.max() <= 1
+
+
+def test_bad_batches_have_clear_errors():
+    images, classes, net, bank, opt = _setup(n=16)
+    no_index = torch.utils.data.DataLoader([{"image": images[i]} for i in range(16)], batch_size=4)
+    trainer = NeuroSQLTrainer("cpu", 1, no_index, net, bank, opt)
+    with pytest.raises(KeyError, match="dataset index"):
+        trainer.run()
+    too_big = torch.utils.data.DataLoader([{"image": images[i], "index": i + 100} for i in range(16)], batch_size=4)
+    with pytest.raises(IndexError, match="one row per training"):
+        NeuroSQLTrainer("cpu", 1, too_big, net, bank, opt).run()
+    with pytest.raises(ValueError, match="assignment_loader"):
+        QuantileAssignmentHandler(mode="full")
+    with pytest.raises(ValueError, match="exactly once"):
+        handler = QuantileAssignmentHandler(torch.utils.data.DataLoader(
+            [{"image": images[i], "index": i % 8} for i in range(16)], batch_size=4))
+        t = _trainer(images, classes, net, bank, opt, epochs=2, handlers=[handler])
+        t.run()

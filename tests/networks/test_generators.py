@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_neurosql.networks import ConvGenerator, FiLMUNetGenerator, ResNetGenerator, count_parameters
+
+SMALL = {
+    ConvGenerator: {"channels": (16, 8, 8)},
+    ResNetGenerator: {"channels": (16, 8, 8)},
+    FiLMUNetGenerator: {"channels": (8, 16), "film_hidden": 16},
+}
+CASES = [(2, 28), (2, (20, 37)), (2, 64), (3, 16), (3, (8, 12, 10))]
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+@pytest.mark.parametrize("spatial_dims,size", CASES)
+def test_shape_range_and_gradient(cls, spatial_dims, size):
+    torch.manual_seed(0)
+    net = cls(spatial_dims, latent_size=5, out_channels=2, spatial_size=size, **SMALL[cls])
+    z = torch.randn(3, 5, requires_grad=True)
+    out = net(z)
+    expected = (size,) * spatial_dims if isinstance(size, int) else size
+    assert out.shape == (3, 2, *expected)
+    assert out.min() >= 0 and out.max() <= 1
+    out.mean().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0  # the output depends on z
+    assert count_parameters(net) == sum(p.numel() for p in net.parameters()) > 0
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+def test_class_conditioning(cls):
+    torch.manual_seed(0)
+    net = cls(2, latent_size=4, spatial_size=16, num_classes=3, **SMALL[cls]).eval()
+    z = torch.randn(2, 4)
+    a, b = net(z, torch.tensor([0, 0])), net(z, torch.tensor([2, 2]))
+    assert a.shape == (2, 1, 16, 16) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="pass labels"):
+        net(z)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\]"):
+        net(z, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="2 codes"):
+        net(z, torch.tensor([0]))
+    unconditional = cls(2, latent_size=4, spatial_size=16, **SMALL[cls])
+    with pytest.raises(ValueError, match="unconditional"):
+        unconditional(z, torch.tensor([0, 1]))
+
+
+def test_paper_scale_widths_and_act_norm_from_config():
+    net = ConvGenerator(2, 16, spatial_size=64, channels=(512, 256, 128, 64), act=("leakyrelu", {"negative_slope": 0.2}),
+                        norm=("batch", {"momentum": 0.05}))
+    assert net(torch.randn(2, 16)).shape == (2, 1, 64, 64)
+    assert count_parameters(net) > count_parameters(ConvGenerator(2, 16, spatial_size=64))
+    raw = ResNetGenerator(2, 4, spatial_size=16, channels=(8, 8), out_act=None)
+    assert raw(torch.randn(2, 4)).shape == (2, 1, 16, 16)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"spatial_dims": 4}, "spatial_dims"),
+    ({"latent_size": 0}, "latent_size"),
+    ({"out_channels": 0}, "out_channels"),
+    ({"spatial_size": 0}, "spatial_size"),
+    ({"num_classes": 0}, "num_classes"),
+    ({"channels": ()}, "channels"),
+])
+@pytest.mark.parametrize("cls", list(SMALL))
+def test_bad_arguments(cls, kwargs, match):
+    args = {"spatial_dims": 2, "latent_size": 4, "spatial_size": 16, **SMALL[cls], **kwargs}
+    with pytest.raises(ValueError, match=match):
+        cls(**args)
+
+
+def test_wrong_latent_shape():
+    with pytest.raises(ValueError, match=r"\(B, 4\)"):
+        ConvGenerator(2, 4, spatial_size=16, channels=(8, 8))(torch.randn(2, 5))
