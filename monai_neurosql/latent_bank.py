@@ -105,6 +105,18 @@ class LatentBank(nn.Module):
         lattice = QuantileLattice(torch.cat(parts), prior=prior)
         return cls(lattice, seed=seed, data_groups=labels, lattice_groups=torch.cat(groups))
 
+    @classmethod
+    def from_state_dict(cls, state: dict) -> LatentBank:
+        """Rebuild a bank from its ``state_dict`` (e.g. ``torch.load("model.pt", weights_only=True)["bank"]``)."""
+        missing = [k for k in ("lattice_points", "codes", "assignment", "data_groups", "lattice_groups") if k not in state]
+        if missing:
+            raise ValueError(f"not a LatentBank state_dict: missing {missing}.")
+        prior = state.get("_extra_state", {}).get("prior", "gaussian")
+        bank = cls(QuantileLattice(state["lattice_points"], prior), init="identity",
+                   data_groups=state["data_groups"], lattice_groups=state["lattice_groups"])
+        bank.load_state_dict(state)
+        return bank
+
     # ------------------------------------------------------------------ views
     @property
     def n(self) -> int:

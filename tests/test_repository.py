@@ -14,3 +14,25 @@ def test_ci_runs_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert TEST_COMMAND in readme
     assert re.search(r"^" + re.escape(TEST_COMMAND) + r"$", ci, flags=re.M)
+
+
+MAIN_COMMAND = (
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[all]" && python -m monai.bundle run '
+    "--config_file bundles/neurosql_oasis/configs/train.json --bundle_root outputs/oasis_demo && python -m "
+    "monai.bundle run --config_file bundles/neurosql_oasis/configs/inference.json --bundle_root outputs/oasis_demo"
+)
+
+
+def test_readme_main_command_names_real_files():
+    readme = (ROOT / "README.md").read_text()
+    assert MAIN_COMMAND in readme
+    for path in re.findall(r"bundles/[\w/.]+\.json", readme):
+        assert (ROOT / path).is_file(), path
+
+
+def test_readme_python_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})

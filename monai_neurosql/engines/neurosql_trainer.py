@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
+from monai.data import MetaTensor
 from monai.data.utils import set_rnd
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
@@ -42,7 +43,9 @@ def prepare_neurosql_batch(
             f"batch is missing {missing}: every dataset the trainer sees must give each image its dataset index "
             f"under {index_key!r} (see monai_neurosql.data), keys present: {sorted(batchdata)}."
         )
-    images = torch.as_tensor(batchdata[image_key]).to(device=device, non_blocking=non_blocking, **kwargs).float()
+    images = batchdata[image_key]
+    images = images.as_tensor() if isinstance(images, MetaTensor) else torch.as_tensor(images)
+    images = images.to(device=device, non_blocking=non_blocking, **kwargs).float()
     index = torch.as_tensor(batchdata[index_key]).long().reshape(-1)
     labels = batchdata.get(label_key)
     if labels is not None:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from .checkpoint_saver import AtomicCheckpointSaver
+from .sample_grid_writer import SampleGridWriter
 from .quantile_assignment import QuantileAssignmentHandler, assign_codes, collect_images
 from .validation_assignment import ValidationAssignmentCost
 
 __all__ = [
     "AtomicCheckpointSaver",
     "QuantileAssignmentHandler",
+    "SampleGridWriter",
     "ValidationAssignmentCost",
     "assign_codes",
     "collect_images",

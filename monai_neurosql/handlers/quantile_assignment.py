@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from ignite.engine import Engine, Events
+from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
 from ..assignment import ASSIGNMENT_METHODS, solve_assignment
@@ -34,7 +35,8 @@ def collect_images(
     images: torch.Tensor | None = None
     seen = torch.zeros(n, dtype=torch.long)
     for batch in loader:
-        x = torch.as_tensor(batch[image_key]).float()
+        x = batch[image_key]
+        x = (x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)).float()
         index = torch.as_tensor(batch[index_key]).long().reshape(-1)
         if index.numel() and (index.min() < 0 or index.max() >= n):
             raise ValueError(f"assignment loader gave index {index.max().item()} outside [0, {n - 1}].")
@@ -299,7 +301,9 @@ class QuantileAssignmentHandler:
         batch = engine.state.batch
         if not isinstance(batch, Mapping) or self.assignment_key not in batch:
             raise KeyError(f"minibatch assignment reads engine.state.batch[{self.assignment_key!r}], which is missing.")
-        images = torch.as_tensor(batch[self.assignment_key]).to(engine.state.device).float()
+        images = batch[self.assignment_key]
+        images = images.as_tensor() if isinstance(images, MetaTensor) else torch.as_tensor(images)
+        images = images.to(engine.state.device).float()
         rows = torch.as_tensor(batch[self.index_key]).long().reshape(-1)
         bank = engine.bank
         subset = []

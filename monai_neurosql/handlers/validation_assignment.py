@@ -29,7 +29,9 @@ class ValidationAssignmentCost:
         every_n_epochs: how often to evaluate. Default 1.
         metric_name: key in ``engine.state.metrics``. Default ``"val_assignment_cost"``.
         method: assignment method. Default exact.
-        seed: seed of the validation lattice.
+        seed: seed of the validation lattice and of the subset below.
+        max_images: evaluate a fixed random subset of at most this many images (the cost matrix is
+            ``max_images^2``); ``None`` uses all.
         image_key, label_key: batch keys.
         name: logger name; default the engine's logger.
     """
@@ -41,6 +43,7 @@ class ValidationAssignmentCost:
         metric_name: str = "val_assignment_cost",
         method: str = "hungarian",
         seed: int = 12345,
+        max_images: int | None = 512,
         image_key: str = "image",
         label_key: str = "label",
         name: str | None = None,
@@ -52,6 +55,7 @@ class ValidationAssignmentCost:
         self.metric_name = metric_name
         self.method = method
         self.seed = seed
+        self.max_images = max_images
         self.image_key, self.label_key = image_key, label_key
         self.logger = logging.getLogger(name)
         self._name = name
@@ -67,13 +71,19 @@ class ValidationAssignmentCost:
     def _load(self, conditional: bool) -> None:
         images, labels = [], []
         for batch in self.val_loader:
-            images.append(torch.as_tensor(batch[self.image_key]).float())
+            image = batch[self.image_key]
+            images.append((image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)).float())
             if conditional:
                 labels.append(torch.as_tensor(batch[self.label_key]).long().reshape(-1))
         if not images:
             raise ValueError("the validation loader is empty.")
         self._images = torch.cat(images)
         self._labels = torch.cat(labels) if conditional else None
+        if self.max_images is not None and self._images.shape[0] > self.max_images:
+            keep = torch.randperm(self._images.shape[0], generator=torch.Generator().manual_seed(self.seed))
+            keep = keep[: self.max_images].sort().values
+            self._images = self._images[keep]
+            self._labels = None if self._labels is None else self._labels[keep]
 
     def __call__(self, engine: Engine) -> None:
         conditional = getattr(engine, "conditional", False)

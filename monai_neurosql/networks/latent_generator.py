@@ -81,7 +81,8 @@ class LatentGenerator(nn.Module):
 
     def condition(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """``z`` (and the embedding of ``labels``) as the ``(B, input_size)`` network input."""
-        if z.ndim != 2 or z.shape[1] != self.latent_size:
+        tracing = torch.jit.is_tracing()  # TorchScript export traces shapes symbolically: no Python checks then
+        if not tracing and (z.ndim != 2 or z.shape[1] != self.latent_size):
             raise ValueError(f"z must have shape (B, {self.latent_size}), got {tuple(z.shape)}.")
         if self.class_embedding is None:
             if labels is not None:
@@ -90,9 +91,9 @@ class LatentGenerator(nn.Module):
         if labels is None:
             raise ValueError(f"this generator is class-conditional (num_classes={self.num_classes}): pass labels.")
         labels = torch.as_tensor(labels, device=z.device).long().reshape(-1)
-        if labels.shape[0] != z.shape[0]:
+        if not tracing and labels.shape[0] != z.shape[0]:
             raise ValueError(f"got {labels.shape[0]} labels for {z.shape[0]} codes.")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+        if not tracing and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got {labels.unique().tolist()}.")
         return torch.cat([z, self.class_embedding(labels).to(z.dtype)], dim=1)
 

@@ -1,0 +1,146 @@
+"""The bundles run through monai.bundle.ConfigWorkflow on tiny data in every supported layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata
+
+from monai_neurosql.data import build_oasis_demo, read_datalist
+from tests.data.test_medmnist import write_npz
+
+ROOT = Path(__file__).resolve().parents[2]
+OASIS = ROOT / "bundles" / "neurosql_oasis" / "configs"
+MEDMNIST = ROOT / "bundles" / "neurosql_medmnist" / "configs"
+SCHEMA = ROOT / "bundles" / "schema" / "generator_meta_schema.json"
+TINY = {"num_epochs": 2, "every_n_epochs": 1, "batch_size": 8, "latent_size": 4, "grid_every_n_epochs": 1,
+        "channels": [16, 8, 8], "val_max_images": 16}
+
+
+def run_workflow(configs, bundle_root, workflow_type="train", **overrides):
+    configs = [str(c) for c in configs]
+    workflow = ConfigWorkflow(
+        config_file=configs if len(configs) > 1 else configs[0], meta_file=str(Path(configs[0]).parent / "metadata.json"),
+        logging_file=str(Path(configs[0]).parent / "logging.conf"), workflow_type=workflow_type,
+        bundle_root=str(bundle_root), **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def check_training_outputs(bundle_root: Path, spatial_shape: tuple[int, ...]) -> dict:
+    models = bundle_root / "models"
+    state = torch.load(models / "model.pt", weights_only=True)
+    assert {"generator", "optimizer", "lr_scheduler", "bank", "assignment", "trainer"} <= set(state)
+    assert state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
+    assert len(state["assignment"]["history"]) == 2
+    assert (models / "best.pt").is_file()
+    info = json.loads((models / "data_info.json").read_text())
+    assert tuple(info["shape"][1:]) == spatial_shape
+    assert sorted((bundle_root / "runs" / "samples").glob("*.png"))
+    assert any((bundle_root / "runs" / "tensorboard").iterdir())
+    return info
+
+
+def check_inference_outputs(bundle_root: Path, spatial_shape: tuple[int, ...], spacing: list[float], n: int) -> None:
+    outputs = bundle_root / "outputs"
+    files = sorted(outputs.glob("synthetic_*.nii.gz"))
+    assert len(files) == n and (outputs / "synthetic_grid.png").is_file()
+    img = nib.load(str(files[0]))
+    data = img.get_fdata()
+    assert data.shape == spatial_shape and 0 <= data.min() and data.max() <= 1 and data.std() > 0
+    np.testing.assert_allclose(img.header.get_zooms()[: len(spatial_shape)], spacing, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_kaggle(tmp_path_factory):
+    return build_oasis_demo(tmp_path_factory.mktemp("kaggle"), subjects_per_class=(4, 3, 3, 3), slices_per_subject=2)
+
+
+@pytest.mark.slow
+def test_oasis_kaggle_layout_train_resume_infer(tiny_kaggle, tmp_path):
+    run_workflow([OASIS / "train.json"], tmp_path, dataset_dir=str(tiny_kaggle), spatial_size=32, **TINY)
+    info = check_training_outputs(tmp_path, (32, 32))
+    split = read_datalist(tmp_path / "runs" / "datalist.json")
+    subjects = [{r["subject"] for r in split[name]} for name in ("training", "validation", "test")]
+    assert not (subjects[0] & subjects[1]) and not (subjects[0] & subjects[2]) and not (subjects[1] & subjects[2])
+    # a resumed run continues from the checkpoint's epoch 2 to epoch 3
+    run_workflow([OASIS / "train.json"], tmp_path, dataset_dir=str(tiny_kaggle), spatial_size=32,
+                 **{**TINY, "num_epochs": 3})
+    trainer_state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)["trainer"]
+    assert trainer_state["iteration"] == 3 * trainer_state["epoch_length"]
+    run_workflow([OASIS / "inference.json"], tmp_path, workflow_type="infer", num_samples=5, seed=1)
+    check_inference_outputs(tmp_path, (32, 32), info["spacing"], 5)
+    assert info["spacing"][0] > 1.0  # slices were downsampled from the 1 mm JPEG grid
+
+
+@pytest.mark.slow
+def test_oasis_volume_layout_class_conditional(tmp_path):
+    data = tmp_path / "oasis1"
+    rng = np.random.default_rng(0)
+    rows = ["ID,CDR"]
+    for i in range(12):
+        sid = f"OAS1_{i + 1:04d}_MR1"
+        folder = data / sid / "PROCESSED"
+        folder.mkdir(parents=True)
+        vol = np.zeros((24, 24, 20), dtype=np.float32)
+        vol[4:20, 4:20, 2:18] = rng.uniform(20, 100, size=(16, 16, 16)) + 10 * (i % 2)
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(folder / f"{sid}_t88_masked_gfc.nii.gz"))
+        rows.append(f"{sid},{0.5 * (i % 2)}")
+    csv = tmp_path / "oasis_cross-sectional.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    run_workflow([OASIS / "train.json"], tmp_path / "run", dataset_dir=str(data), csv_path=str(csv), spatial_size=16,
+                 conditional=True, **{**TINY, "channels": [8, 8]})
+    info = check_training_outputs(tmp_path / "run", (16, 16))
+    assert info["num_classes"] == 4
+    bank = torch.load(tmp_path / "run" / "models" / "model.pt", weights_only=True)["bank"]
+    assert torch.equal(bank["lattice_groups"][bank["assignment"]], bank["data_groups"])  # codes stay in class
+    run_workflow([OASIS / "inference.json"], tmp_path / "run", workflow_type="infer", num_samples=4, label=1)
+    check_inference_outputs(tmp_path / "run", (16, 16), info["spacing"], 4)
+
+
+@pytest.mark.slow
+def test_medmnist_2d_and_3d(tmp_path):
+    npz2 = write_npz(tmp_path / "tiny2d.npz", shape=(28, 28), n=(24, 8, 8))
+    run_workflow([MEDMNIST / "train.json"], tmp_path / "r2", npz_file=str(npz2), **TINY)
+    info = check_training_outputs(tmp_path / "r2", (28, 28))
+    run_workflow([MEDMNIST / "inference.json"], tmp_path / "r2", workflow_type="infer", num_samples=3)
+    check_inference_outputs(tmp_path / "r2", (28, 28), info["spacing"], 3)
+
+    npz3 = write_npz(tmp_path / "tiny3d.npz", shape=(16, 16, 16), n=(12, 4, 4))
+    run_workflow([MEDMNIST / "train.json", MEDMNIST / "train_3d.json"], tmp_path / "r3", npz_file=str(npz3),
+                 **{**TINY, "spatial_size": 16, "channels": [8, 8], "batch_size": 4})
+    info = check_training_outputs(tmp_path / "r3", (16, 16, 16))
+    run_workflow([MEDMNIST / "inference.json"], tmp_path / "r3", workflow_type="infer", num_samples=2)
+    check_inference_outputs(tmp_path / "r3", (16, 16, 16), info["spacing"], 2)
+
+
+@pytest.mark.parametrize("bundle", ["neurosql_oasis", "neurosql_medmnist"])
+def test_metadata_verifies_and_bundle_layout(bundle, tmp_path):
+    root = ROOT / "bundles" / bundle
+    for name in ("metadata.json", "train.json", "inference.json", "logging.conf"):
+        assert (root / "configs" / name).is_file()
+    assert (root / "docs" / "README.md").is_file() and (root / "LICENSE").is_file()
+    schema = tmp_path / "schema.json"
+    schema.write_text(SCHEMA.read_text())  # offline copy: verify_metadata downloads only when the file is missing
+    verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(schema))
+
+
+def test_ckpt_export_to_torchscript(tmp_path):
+    npz = write_npz(tmp_path / "tiny.npz", n=(16, 8, 8))
+    run_workflow([MEDMNIST / "train.json"], tmp_path, npz_file=str(npz), **{**TINY, "num_epochs": 1})
+    ts = tmp_path / "models" / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(tmp_path / "models" / "model.pt"),
+                key_in_ckpt="generator", meta_file=str(MEDMNIST / "metadata.json"),
+                config_file=str(MEDMNIST / "inference.json"), bundle_root=str(tmp_path), use_trace=True,
+                input_shape=[2, 4])
+    model = torch.jit.load(str(ts))
+    out = model(torch.randn(3, 4))
+    assert out.shape == (3, 1, 28, 28)
