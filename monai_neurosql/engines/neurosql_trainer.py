@@ -20,6 +20,7 @@ from torch.optim.optimizer import Optimizer
 from ..latent_bank import LatentBank
 from ..losses import SSIML1Loss
 from .events import AssignmentEvents
+from .utils import check_finite_loss, optimizer_step
 
 __all__ = ["NeuroSQLTrainer", "prepare_neurosql_batch"]
 
@@ -183,29 +184,10 @@ class NeuroSQLTrainer(Trainer):
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             loss = engine.loss_function(pred.float(), images).mean()
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"NeuroSQL loss became {loss.item()} at epoch {engine.state.epoch}, iteration {engine.state.iteration}; "
-                "training stopped before the optimizer step, so the weights and the last checkpoint are finite. "
-                "Lower the learning rate, keep grad_clip_norm set, or check the images for NaNs."
-            )
-        if engine.grad_scaler is not None:
-            engine.grad_scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.grad_scaler.unscale_(engine.optimizer)
-            self._clip()
-            engine.grad_scaler.step(engine.optimizer)
-            engine.grad_scaler.update()
-        else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            self._clip()
-            engine.optimizer.step()
+        check_finite_loss(loss, engine)
+        optimizer_step(engine, loss, engine.optimizer, engine.generator.parameters(), engine.grad_clip_norm,
+                       engine.grad_scaler)
         engine.state.output[CommonKeys.PRED] = pred.detach()
         engine.state.output[CommonKeys.LOSS] = loss.item()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
-
-    def _clip(self) -> None:
-        if self.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.grad_clip_norm)

@@ -169,7 +169,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
         with torch.no_grad():
             next(net.parameters()).fill_(float("nan"))
 
-    with pytest.raises(FloatingPointError, match="loss became nan at epoch 2"):
+    with pytest.raises(FloatingPointError, match="NeuroSQLTrainer loss became nan at epoch 2"):
         trainer.run()
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())

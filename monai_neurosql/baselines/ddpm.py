@@ -1,0 +1,113 @@
+"""DDPM baseline (paper appendix I): MONAI's DiffusionModelUNet and DDPMScheduler (T = 1000, linear betas),
+its width scaled so that its parameter count is within 10% of the generator's, sampled in 100 steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDPMScheduler
+from monai.utils import CommonKeys
+
+from ..engines.utils import check_finite_loss, optimizer_step
+from ..networks import count_parameters
+from .common import BaselineTrainer, prepare_images
+
+__all__ = ["matched_diffusion_unet", "DDPMTrainer"]
+
+
+def _unet(spatial_dims: int, in_channels: int, width: int, num_classes: int | None) -> DiffusionModelUNet:
+    return DiffusionModelUNet(
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=in_channels, num_res_blocks=1,
+        channels=(width, 2 * width, 2 * width), attention_levels=(False, False, True), norm_num_groups=4,
+        num_head_channels=8, num_class_embeds=num_classes,
+    )
+
+
+def matched_diffusion_unet(spatial_dims: int, in_channels: int, target_params: int, num_classes: int | None = None,
+                           tolerance: float = 0.1, widths: Sequence[int] = tuple(range(4, 257, 4))
+                           ) -> DiffusionModelUNet:
+    """The compact DiffusionModelUNet (widths ``(w, 2w, 2w)``, one residual block per level, attention at the
+    lowest resolution) whose parameter count is closest to ``target_params``; the paper matches within 10%.
+
+    Raises:
+        ValueError: no width in ``widths`` lands within ``tolerance`` of the target.
+    """
+    best, best_gap = None, float("inf")
+    for width in widths:
+        with torch.device("meta"):
+            params = count_parameters(_unet(spatial_dims, in_channels, width, num_classes))
+        gap = abs(params - target_params) / target_params
+        if gap < best_gap:
+            best, best_gap = width, gap
+    if best_gap > tolerance:
+        raise ValueError(f"no DiffusionModelUNet width in {widths[0]}..{widths[-1]} has a parameter count within "
+                         f"{100 * tolerance:.0f}% of {target_params}; closest is width {best} ({100 * best_gap:.0f}% "
+                         "off). Adjust the generator or the widths.")
+    return _unet(spatial_dims, in_channels, best, num_classes)
+
+
+class DDPMTrainer(BaselineTrainer):
+    """Noise-prediction DDPM training (MSE on epsilon at a uniform random step ``t < T``); images are mapped to
+    ``[-1, 1]`` internally. ``sample`` runs the reverse process with ``num_inference_steps`` (100) steps.
+
+    Args:
+        unet: the denoiser (:func:`matched_diffusion_unet`).
+        optimizer: optimizer over ``unet.parameters()``.
+        num_train_timesteps: T. Default 1000. num_inference_steps: sampling steps. Default 100.
+        spatial_shape, in_channels: the image shape to sample.
+        Others: see :class:`~monai_neurosql.baselines.common.BaselineTrainer`.
+    """
+
+    def __init__(self, device, max_epochs: int, train_data_loader: Iterable, unet: nn.Module,
+                 optimizer: torch.optim.Optimizer, spatial_shape: Sequence[int], in_channels: int = 1,
+                 num_train_timesteps: int = 1000, num_inference_steps: int = 100, **kwargs) -> None:
+        conditional = getattr(unet, "num_class_embeds", None) is not None
+        super().__init__(device, max_epochs, train_data_loader, conditional=conditional, **kwargs)
+        self.unet = unet.to(self.state.device)
+        self.optimizer = optimizer
+        self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, schedule="linear_beta")
+        self.num_inference_steps = num_inference_steps
+        self.spatial_shape, self.in_channels = tuple(spatial_shape), in_channels
+        self.scaler = self.make_scaler()
+        self._attach_handlers()
+
+    def _iteration(self, engine: DDPMTrainer, batchdata) -> dict:
+        images, labels = prepare_images(batchdata, engine.state.device)
+        labels = labels if engine.conditional else None
+        x0 = 2.0 * images - 1.0
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, engine.scheduler.num_train_timesteps, (x0.shape[0],), device=x0.device).long()
+        engine.unet.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(engine.state.device.type, enabled=engine.use_amp):
+            pred = engine.unet(engine.scheduler.add_noise(x0, noise, t), timesteps=t, class_labels=labels)
+        loss = F.mse_loss(pred.float(), noise)
+        check_finite_loss(loss, engine)
+        optimizer_step(engine, loss, engine.optimizer, engine.unet.parameters(), engine.grad_clip_norm, engine.scaler,
+                       fire_events=False)
+        return {CommonKeys.IMAGE: images, CommonKeys.LOSS: loss.item()}
+
+    @torch.no_grad()
+    def sample(self, num: int, seed: int = 0, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+        """``num`` images by the reverse process from seeded noise, in ``[0, 1]``, on the CPU."""
+        device = self.state.device
+        g = torch.Generator().manual_seed(seed)
+        scheduler = DDPMScheduler(num_train_timesteps=self.scheduler.num_train_timesteps, schedule="linear_beta")
+        scheduler.set_timesteps(self.num_inference_steps, device=device)
+        was_training = self.unet.training
+        self.unet.eval()
+        out = []
+        for start in range(0, num, batch_size):
+            count = min(batch_size, num - start)
+            x = torch.randn(count, self.in_channels, *self.spatial_shape, generator=g).to(device)
+            lab = None if labels is None else torch.as_tensor(labels)[start : start + count].to(device)
+            for t in scheduler.timesteps:
+                eps = self.unet(x, timesteps=torch.full((count,), int(t), device=device).long(), class_labels=lab)
+                x, _ = scheduler.step(eps, t, x, generator=None)
+            out.append(((x.clamp(-1, 1) + 1) / 2).cpu())
+        self.unet.train(was_training)
+        return torch.cat(out)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.data import DataLoader, Dataset
+
+from monai_neurosql.baselines import (
+    VAE,
+    DDPMTrainer,
+    Discriminator,
+    GANTrainer,
+    MLPEncoder,
+    VAETrainer,
+    matched_diffusion_unet,
+)
+from monai_neurosql.networks import ConvGenerator, count_parameters
+from tests.helpers import shapes
+
+
+def _loader(n=64, labels=False, batch_size=16):
+    images, classes = shapes(n, size=16, seed=0)
+    items = [{"image": images[i], **({"label": int(classes[i])} if labels else {})} for i in range(n)]
+    return DataLoader(Dataset(items), batch_size=batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def _losses(trainer, key="loss"):
+    from ignite.engine import Events
+
+    values = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: values.append(e.state.output[key]))
+    return values
+
+
+def _gen(num_classes=None):
+    torch.manual_seed(0)
+    return ConvGenerator(2, 4, spatial_size=16, channels=(32, 16, 8), num_classes=num_classes)
+
+
+def test_vae_loss_falls_and_samples():
+    generator = _gen()
+    vae = VAE(generator, MLPEncoder((1, 16, 16), 4, hidden=(64,)))
+    trainer = VAETrainer("cpu", 6, _loader(), vae, torch.optim.AdamW(vae.parameters(), 3e-3), beta=0.005)
+    losses = _losses(trainer)
+    trainer.run()
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+    assert {"recon_loss", "kl"} <= set(trainer.state.output)
+    sample = trainer.sample(5, seed=1)
+    assert sample.shape == (5, 1, 16, 16) and torch.equal(sample, trainer.sample(5, seed=1))
+
+
+def test_conditional_vae_needs_labels():
+    generator = _gen(num_classes=2)
+    vae = VAE(generator, MLPEncoder((1, 16, 16), 4, hidden=(32,), num_classes=2))
+    trainer = VAETrainer("cpu", 1, _loader(labels=True), vae, torch.optim.AdamW(vae.parameters(), 1e-3))
+    trainer.run()
+    assert trainer.sample(4, labels=torch.tensor([0, 1, 0, 1])).shape == (4, 1, 16, 16)
+    with pytest.raises(ValueError, match="class-conditional"):
+        MLPEncoder((1, 16, 16), 4, num_classes=2)(torch.rand(2, 1, 16, 16))
+
+
+def test_gan_trains_both_players():
+    generator, disc = _gen(), Discriminator(2, 1)
+    before = [p.clone() for p in disc.parameters()]
+    trainer = GANTrainer("cpu", 3, _loader(), generator, disc, torch.optim.AdamW(generator.parameters(), 2e-4),
+                         torch.optim.AdamW(disc.parameters(), 2e-4))
+    d_losses = _losses(trainer, "d_loss")
+    trainer.run()
+    # the discriminator learns to separate real from generated images
+    assert sum(d_losses[-4:]) / 4 < sum(d_losses[:4]) / 4
+    assert any(not torch.equal(a, b) for a, b in zip(before, disc.parameters()))
+    assert trainer.sample(3).shape == (3, 1, 16, 16)
+    assert Discriminator(3, 1, num_classes=3)(torch.rand(2, 1, 8, 8, 8), torch.tensor([0, 2])).shape == (2,)
+
+
+def test_ddpm_matches_capacity_and_loss_falls():
+    generator = ConvGenerator(2, 16, spatial_size=28, channels=(64, 32, 16))  # 77k parameters
+    target = count_parameters(generator)
+    unet = matched_diffusion_unet(2, 1, target)
+    assert abs(count_parameters(unet) - target) <= 0.1 * target
+    trainer = DDPMTrainer("cpu", 8, _loader(batch_size=32), unet, torch.optim.AdamW(unet.parameters(), 2e-3),
+                          spatial_shape=(16, 16), num_inference_steps=5)
+    losses = _losses(trainer)
+    torch.manual_seed(0)
+    trainer.run()
+    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4
+    sample = trainer.sample(3, seed=0)
+    assert sample.shape == (3, 1, 16, 16) and 0 <= sample.min() and sample.max() <= 1
+    with pytest.raises(ValueError, match="within 10%"):
+        matched_diffusion_unet(2, 1, 10, widths=(8, 16))

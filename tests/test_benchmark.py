@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from monai_neurosql import benchmark
+from tests.data.test_medmnist import write_npz
+
+
+@pytest.mark.slow
+def test_benchmark_runs_end_to_end_and_resumes(tmp_path):
+    npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(40, 8, 24))
+    args = ["--dataset", str(npz), "--models", "neurosql", "vae", "--latent-sizes", "2", "--seeds", "0", "1",
+            "--epochs", "1", "--batch-size", "16", "--num-samples", "16", "--output", str(tmp_path / "out"),
+            "--threads", "1"]
+    rows = benchmark.main(args)
+    assert len(rows) == 4
+    with open(tmp_path / "out" / "results.csv") as f:
+        written = list(csv.DictReader(f))
+    assert {r["model"] for r in written} == {"neurosql", "vae"}
+    assert all(float(r["proxy_fid"]) >= 0 and 0 <= float(r["recall"]) <= 1 for r in written)
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| neurosql | conv | 2 | default |" in table and "±" in table
+    assert list((tmp_path / "out").glob("comparison_*.png"))
+    # a second call finds every cell done and runs nothing new
+    assert len(benchmark.main(args)) == 4
+    with open(tmp_path / "out" / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
