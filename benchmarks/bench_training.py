@@ -20,11 +20,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import platform
-import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import peak_rss_mib  # noqa: E402
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
@@ -90,7 +94,7 @@ def _train(config: dict, queue: mp.Queue) -> None:
         "num_assignments": len(history),
         "curve": curve,
         "final_loss": final,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mib(),
     }
     if config.get("grid"):
         from monai_neurosql import generate

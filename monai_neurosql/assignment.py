@@ -12,7 +12,10 @@ import torch
 __all__ = ["solve_assignment", "assignment_cost", "ASSIGNMENT_METHODS"]
 
 #: Methods accepted by :func:`solve_assignment`.
-ASSIGNMENT_METHODS = ("hungarian", "scipy", "greedy")
+ASSIGNMENT_METHODS = ("hungarian", "scipy", "lapjv", "greedy", "auction")
+
+# above this many cost entries lapx's lapjvs beats scipy on real SSIM+L1 costs (docs/benchmarks.md)
+_LAPJV_MIN_ENTRIES = 3072 * 3072
 
 
 def _lapjv(cost: np.ndarray) -> np.ndarray:
@@ -119,13 +122,17 @@ def solve_assignment(cost: torch.Tensor | np.ndarray, method: str = "hungarian")
 
     Methods:
 
-    - ``"hungarian"`` (default; the paper's name for the exact solve): the Jonker-Volgenant shortest
-      augmenting path algorithm of ``lapx`` (``lap.lapjvs``), exact and 3-6x faster than scipy on
-      ``n >= 2048`` here (``docs/benchmarks.md``).
+    - ``"hungarian"`` (default; the paper's name for the exact solve): the faster of two exact shortest
+      augmenting path solvers as measured on real SSIM+L1 costs (``docs/benchmarks.md``): scipy's
+      ``linear_sum_assignment`` below ``m * k = 3072^2`` (it is 1.3-4x faster than lapx there on such costs) and
+      ``lapx``'s Jonker-Volgenant ``lap.lapjvs`` above (1.7x faster at n = 4096, 4-9x at n = 8192).
     - ``"scipy"``: :func:`scipy.optimize.linear_sum_assignment`, exact; the reference implementation.
+    - ``"lapjv"``: ``lap.lapjvs`` at every size (fastest on unstructured costs).
     - ``"greedy"``: the paper's Algorithm 3 (rows in order, each takes its cheapest free column), run on the
-      tensor's device. Not optimal: on structured costs it lands about 20-35% above the optimum
-      (``docs/benchmarks.md``), so exact assignment stays the default.
+      tensor's device. Not optimal: 11-21% above the optimum on real image costs and 17-19% on Gaussian point
+      costs here (``docs/benchmarks.md``), so exact assignment stays the default.
+    - ``"auction"``: Bertsekas' auction with epsilon scaling in torch (:mod:`monai_neurosql.auction`), on the
+      tensor's device (CUDA); total cost within ``m * eps`` of the optimum (a millionth of the cost range).
 
     Args:
         cost: ``(m, k)`` cost matrix, ``m <= k``, torch tensor (CPU or CUDA) or numpy array. Exact solvers
@@ -153,13 +160,19 @@ def solve_assignment(cost: torch.Tensor | np.ndarray, method: str = "hungarian")
     device = cost.device if isinstance(cost, torch.Tensor) else torch.device("cpu")
     if cost.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=device)
-    if method == "greedy":
+    if method in ("greedy", "auction"):
         tensor = torch.as_tensor(cost)
-        return _greedy(tensor if tensor.is_floating_point() else tensor.double())
+        tensor = tensor if tensor.is_floating_point() else tensor.double()
+        if method == "greedy":
+            return _greedy(tensor)
+        from .auction import auction_assignment
+
+        return auction_assignment(tensor).col_ind
     array = cost.detach().cpu().numpy() if isinstance(cost, torch.Tensor) else np.asarray(cost)
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
-    col_ind = _lapjv(array) if method == "hungarian" else _scipy(array)
+    use_lapjv = method == "lapjv" or (method == "hungarian" and array.size >= _LAPJV_MIN_ENTRIES)
+    col_ind = _lapjv(array) if use_lapjv else _scipy(array)
     return torch.from_numpy(col_ind).to(device)
 
 

@@ -233,8 +233,20 @@ def run_cell(cell: dict, data: dict, settings: dict) -> dict:
     save_grid_png(fake[:16], grid, nrow=16, scale=2)
     row["grid"] = str(grid)
     torch.save(fake[:16], grid.with_suffix(".pt"))
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_rss_mb"] = _peak_rss_mb()
     return row
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process (``VmHWM``): ``ru_maxrss`` would include the parent's peak in a spawned child."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cell_key(cell: dict) -> str:
@@ -257,9 +269,12 @@ def _mean_std(values: Sequence[float]) -> str:
     arr = np.asarray([float(v) for v in values if v not in ("", None)], dtype=np.float64)
     if arr.size == 0:
         return "n/a"
+    def fmt(value: float, digits: int) -> str:
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"
+
     if arr.size == 1:
-        return f"{arr[0]:.3g}"
-    return f"{arr.mean():.3g} ± {arr.std(ddof=1):.2g}"
+        return fmt(arr[0], 3)
+    return f"{fmt(arr.mean(), 3)} ± {fmt(arr.std(ddof=1), 2)}"
 
 
 def summarize(rows: Sequence[dict]) -> str:

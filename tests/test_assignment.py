@@ -47,7 +47,7 @@ def _check_permutation(col: torch.Tensor, shape) -> None:
 
 
 @pytest.mark.parametrize("name", list(_costs(0)))
-@pytest.mark.parametrize("method", ["hungarian", "scipy"])
+@pytest.mark.parametrize("method", ["hungarian", "scipy", "lapjv"])
 def test_exact_methods_reach_scipy_optimum(name, method):
     for seed in range(3):
         cost = _costs(seed)[name]
@@ -88,7 +88,7 @@ def test_greedy_is_suboptimal_but_valid():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("method", ["hungarian", "scipy", "greedy"])
+@pytest.mark.parametrize("method", ["hungarian", "scipy", "lapjv", "greedy", "auction"])
 def test_output_device_and_integer_input(device, method):
     cost = torch.tensor([[4, 1, 3], [2, 0, 5], [3, 2, 2]], device=device)
     col = solve_assignment(cost, method)
@@ -111,7 +111,7 @@ def test_empty_and_docstring():
     (np.zeros((3, 2)), "more rows than columns"),
 ])
 def test_errors(bad, match):
-    for method in ("hungarian", "greedy"):
+    for method in ("hungarian", "greedy", "auction"):
         with pytest.raises(ValueError, match=match):
             solve_assignment(bad, method)
         with pytest.raises(ValueError, match=match):
@@ -120,6 +120,6 @@ def test_errors(bad, match):
 
 def test_bad_method_and_type():
     with pytest.raises(ValueError, match="method"):
-        solve_assignment(np.zeros((2, 2)), "auction")
+        solve_assignment(np.zeros((2, 2)), "simplex")
     with pytest.raises(TypeError, match="ndarray"):
         solve_assignment([[0.0, 1.0], [1.0, 0.0]])

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from .demo import build_oasis_demo
 from .medmnist import FASHION_MNIST_DIR, download_medmnist, fashion_mnist_to_npz, medmnist_records
@@ -19,6 +20,22 @@ from .splits import subject_stratified_split, write_datalist
 __all__ = ["prepare_oasis_split", "prepare_medmnist_split", "image_spacing", "write_data_info", "read_data_info"]
 
 logger = logging.getLogger(__name__)
+
+
+class _RankZeroFirst:
+    """Under ``torch.distributed``, rank 0 runs the block first (writing files) while the other ranks wait, then
+    they run it (reading what rank 0 wrote); a no-op in a single process."""
+
+    def __enter__(self) -> bool:
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        if self.distributed and self.rank != 0:
+            dist.barrier()
+        return self.rank == 0
+
+    def __exit__(self, *exc) -> None:
+        if self.distributed and self.rank == 0:
+            dist.barrier()
 _SESSION_DIR = re.compile(r"^OAS\d_\d{4}_MR\d+$", re.IGNORECASE)
 
 
@@ -54,6 +71,13 @@ def prepare_oasis_split(
         spatial_dims: 2 (slices) or 3 (whole volumes; volumes layout only).
         axial_range: relative axial range of the slices cut from volumes.
     """
+    with _RankZeroFirst() as writer:
+        return _prepare_oasis_split(dataset_dir, output_dir, layout, csv_path, fractions, seed, demo_dir, spatial_dims,
+                                    axial_range, writer)
+
+
+def _prepare_oasis_split(dataset_dir, output_dir, layout, csv_path, fractions, seed, demo_dir, spatial_dims,
+                         axial_range, writer: bool) -> dict[str, list[dict]]:
     out = Path(output_dir).expanduser()
     if dataset_dir in (None, ""):
         dataset_dir = build_oasis_demo(demo_dir or out / "demo_data")
@@ -78,7 +102,9 @@ def prepare_oasis_split(
     else:
         raise ValueError(f"layout must be 'auto', 'kaggle' or 'volumes', got {layout!r}.")
     split = subject_stratified_split(records, fractions=fractions, seed=seed)
-    write_datalist(split, out / "datalist.json", base_dir=root, seed=seed, fractions=list(fractions), layout=layout)
+    if writer:
+        write_datalist(split, out / "datalist.json", base_dir=root, seed=seed, fractions=list(fractions),
+                       layout=layout)
     return split
 
 
@@ -102,6 +128,12 @@ def prepare_medmnist_split(
         max_train: cap on the training images (the paper caps at 2000).
         spatial_dims: 2 or 3 to check the file against.
     """
+    with _RankZeroFirst() as writer:
+        return _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, spatial_dims, writer)
+
+
+def _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, spatial_dims,
+                            writer: bool) -> dict[str, list[dict]]:
     if npz_file in (None, ""):
         if name:
             npz_file = download_medmnist(name, size, root)
@@ -112,7 +144,7 @@ def prepare_medmnist_split(
     split = medmnist_records(npz_file, spatial_dims)
     if max_train is not None:
         split["training"] = split["training"][: int(max_train)]
-    if output_dir is not None:
+    if output_dir is not None and writer:
         write_datalist(split, Path(output_dir).expanduser() / "datalist.json", source=str(npz_file),
                        max_train=max_train)
     return split

@@ -148,6 +148,13 @@ def _augmentation(keys: Sequence[str], spatial_dims: int, clean_key: str | None)
     return chain
 
 
+def _finish(chain: list, keys: list, spatial_dims: int, augment: bool, clean_key: str | None) -> Compose:
+    if augment:
+        chain += _augmentation(keys, spatial_dims, clean_key)
+    chain.append(EnsureTyped(keys + ([clean_key] if augment and clean_key else []), dtype=torch.float32))
+    return Compose(chain)
+
+
 def slice_transforms(
     spatial_size: int | Sequence[int] = 64,
     augment: bool = False,
@@ -172,10 +179,7 @@ def slice_transforms(
     size = ensure_tuple_rep(spatial_size, 2)
     chain = [LoadImageCheckedd(keys, row_major_2d=True), AsGrayscaled(keys), CheckFinited(keys)]
     chain += _intensity_and_geometry(keys, size, crop_foreground, lower, upper)
-    if augment:
-        chain += _augmentation(keys, 2, clean_key)
-    chain.append(EnsureTyped(keys + ([clean_key] if augment and clean_key else []), dtype=torch.float32))
-    return Compose(chain)
+    return _finish(chain, keys, 2, augment, clean_key)
 
 
 def volume_transforms(
@@ -200,10 +204,7 @@ def volume_transforms(
     if pixdim is not None:
         chain.append(Spacingd(keys, pixdim=ensure_tuple_rep(pixdim, 3), mode="bilinear"))
     chain += _intensity_and_geometry(keys, size, crop_foreground, lower, upper)
-    if augment:
-        chain += _augmentation(keys, 3, clean_key)
-    chain.append(EnsureTyped(keys + ([clean_key] if augment and clean_key else []), dtype=torch.float32))
-    return Compose(chain)
+    return _finish(chain, keys, 3, augment, clean_key)
 
 
 def array_transforms(
@@ -228,7 +229,4 @@ def array_transforms(
     ]
     if spatial_size is not None:
         chain.append(Resized(keys, spatial_size=ensure_tuple_rep(spatial_size, spatial_dims), mode="area"))
-    if augment:
-        chain += _augmentation(keys, spatial_dims, clean_key)
-    chain.append(EnsureTyped(keys + ([clean_key] if augment and clean_key else []), dtype=torch.float32))
-    return Compose(chain)
+    return _finish(chain, keys, spatial_dims, augment, clean_key)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 from monai.data import MetaTensor
@@ -139,16 +140,29 @@ class NeuroSQLTrainer(Trainer):
         self.generator = generator.to(device)
         self.bank = bank.to(device)
         self.optimizer = optimizer
-        spatial_dims = getattr(generator, "spatial_dims", 2)
+        spatial_dims = getattr(self.generator_module, "spatial_dims", 2)
         self.loss_function = SSIML1Loss(spatial_dims) if loss_function is None else loss_function
         self.grad_clip_norm = grad_clip_norm
         self.seed = seed
         self.image_key, self.index_key, self.label_key = image_key, index_key, label_key
-        self.conditional = getattr(generator, "num_classes", None) is not None
+        self.conditional = getattr(self.generator_module, "num_classes", None) is not None
+        # under DDP the ranks' batch-norm running statistics drift apart between broadcasts; make them identical
+        # before any epoch-end work (assignment, validation, sampling) so that every rank sees the same model
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._sync_buffers)
         if seed is not None:
             self.add_event_handler(Events.EPOCH_STARTED, self._seed_epoch)
         if train_handlers is not None:
             self._register_handlers(train_handlers)
+
+    @property
+    def generator_module(self) -> torch.nn.Module:
+        """The generator without its ``DistributedDataParallel`` wrapper (for decoding, sampling, attributes)."""
+        return getattr(self.generator, "module", self.generator)
+
+    def _sync_buffers(self, engine: NeuroSQLTrainer) -> None:
+        if dist.is_available() and dist.is_initialized():
+            for buffer in self.generator_module.buffers():
+                dist.broadcast(buffer.data, src=0)
 
     def _seed_epoch(self, engine: NeuroSQLTrainer) -> None:
         epoch_seed = int(self.seed) + int(engine.state.epoch)

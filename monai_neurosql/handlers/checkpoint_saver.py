@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 
+import ignite.distributed as idist
 import torch
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
@@ -25,6 +26,8 @@ class _AtomicDiskSaver(DiskSaver):
         self.filename = filename
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if idist.get_rank() != self.save_on_rank:  # under DDP only one rank writes
+            return
         filename = self.filename or filename
         path = os.path.join(self.dirname, filename)
         fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=self.dirname)
@@ -45,7 +48,7 @@ class _AtomicDiskSaver(DiskSaver):
     def remove(self, filename: str) -> None:
         # ignite removes the file it replaces *before* writing the new one; with a fixed name the atomic
         # replace does the job, and removing first would leave a window with no checkpoint at all
-        if self.filename is None:
+        if self.filename is None and idist.get_rank() == self.save_on_rank:
             super().remove(filename)
 
 
@@ -55,6 +58,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
     Same arguments as MONAI's saver, plus ``interval_filename``: a fixed file name for the interval checkpoints
     (e.g. ``"model.pt"``, always the latest), where MONAI names them ``checkpoint_epoch=N.pt``. Load them with
     :class:`monai.handlers.CheckpointLoader` (``torch.load(..., weights_only=True)``).
+
+    Under DDP attach it on every rank (ignite's distributed helpers it builds on expect all ranks to take part);
+    only rank 0 writes.
 
     Example::
 

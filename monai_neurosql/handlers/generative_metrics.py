@@ -17,7 +17,8 @@ Sampler = Callable[[Engine, int, int], torch.Tensor]
 
 
 def _neurosql_sampler(engine: Engine, num: int, seed: int) -> torch.Tensor:
-    return generate(engine.generator, num, engine.bank.lattice, seed=seed)
+    generator = getattr(engine, "generator_module", engine.generator)  # without a DDP wrapper
+    return generate(generator, num, engine.bank.lattice, seed=seed)
 
 
 class GenerativeMetricsHandler:
@@ -32,7 +33,7 @@ class GenerativeMetricsHandler:
         every_n_epochs: how often. Default 5.
         seed: sampling seed (the same codes every time).
         sampler: ``sampler(engine, num, seed) -> images``; default NeuroSQL's sampled-z
-            ``generate(engine.generator, num, engine.bank.lattice, seed)``. Baseline trainers pass their own.
+            ``generate(generator, num, engine.bank.lattice, seed)``. Baseline trainers pass their own.
         name: logger name; default the engine's logger.
     """
 

@@ -3,141 +3,23 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
-from tqdm.auto import tqdm
 
-from ..assignment import ASSIGNMENT_METHODS, solve_assignment
+from ..assignment import ASSIGNMENT_METHODS
+from ..assignment_step import DEFAULT_MAX_DENSE_BYTES, assign_codes, collect_images
 from ..engines.events import AssignmentEvents
-from ..generate import decode
-from ..latent_bank import LatentBank
-from ..losses import COST_KINDS, SSIML1Loss, pairwise_cost
+from ..losses import COST_KINDS, SSIML1Loss
 
 if TYPE_CHECKING:
     from ..engines.neurosql_trainer import NeuroSQLTrainer
 
-__all__ = ["QuantileAssignmentHandler", "assign_codes", "collect_images"]
-
-
-def collect_images(
-    loader: Iterable, n: int, image_key: str = "image", index_key: str = "index", device: torch.device | None = None
-) -> torch.Tensor:
-    """All ``n`` images of ``loader`` in dataset-index order: ``n x C x [SPATIAL]``.
-
-    Raises:
-        ValueError: the loader does not yield every index ``0..n-1`` exactly once.
-    """
-    images: torch.Tensor | None = None
-    seen = torch.zeros(n, dtype=torch.long)
-    for batch in loader:
-        x = batch[image_key]
-        x = (x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)).float()
-        index = torch.as_tensor(batch[index_key]).long().reshape(-1)
-        if index.numel() and (index.min() < 0 or index.max() >= n):
-            raise ValueError(f"assignment loader gave index {index.max().item()} outside [0, {n - 1}].")
-        if images is None:
-            images = torch.empty(n, *x.shape[1:], device=device)
-        images[index.to(images.device)] = x.to(images.device)
-        seen += torch.bincount(index, minlength=n)
-    if images is None or not bool((seen == 1).all()):
-        missing, repeated = int((seen == 0).sum()), int((seen > 1).sum())
-        raise ValueError(
-            f"the assignment loader must yield each of the {n} training images exactly once (no shuffling-with-"
-            f"replacement, no drop_last); {missing} were missing and {repeated} repeated."
-        )
-    return images
-
-
-@torch.no_grad()
-def assign_codes(
-    generator: torch.nn.Module,
-    bank: LatentBank,
-    images: torch.Tensor,
-    rows: torch.Tensor | None = None,
-    lattice_subset: torch.Tensor | None = None,
-    conditional: bool = False,
-    method: str = "hungarian",
-    momentum: float = 0.7,
-    cost: str = "ssim_l1",
-    cost_kwargs: Mapping[str, Any] | None = None,
-    decode_batch_size: int = 256,
-    block_rows: int = 1024,
-    progress: bool = False,
-) -> dict[str, float]:
-    """One quantile assignment: cost ``C[i, k] = l(X_i, G(Q_k))``, exact (or greedy) solve, momentum update.
-
-    Full batch (Algorithm 1, lines 5-7) when ``rows`` is ``None``: all bank rows against the whole lattice,
-    class by class. Mini-batch (Algorithm 2, lines 9-15) when ``rows`` are given: those rows against
-    ``lattice_subset`` (the same number of lattice points per class as rows).
-
-    Args:
-        generator: the generator (evaluated in eval mode, no gradients).
-        bank: the latent bank to update.
-        images: images of ``rows`` (all bank rows in index order when ``rows`` is ``None``).
-        rows: bank rows of ``images`` (mini-batch); ``None`` for all rows.
-        lattice_subset: lattice indices to assign to ``rows`` (mini-batch).
-        conditional: pass each class to the generator (class-conditional generators).
-        method, momentum, cost, cost_kwargs: the assignment method, ``rho``, and :func:`pairwise_cost` settings.
-        decode_batch_size: batch size of ``G(Q)``.
-        block_rows: rows of the cost matrix built per call (progress granularity, bounded scratch memory).
-        progress: show a progress bar over the cost rows.
-
-    Returns:
-        ``{"cost": mean assigned cost, "moved": fraction of codes whose lattice point changed, "n": rows,
-        "seconds", "decode_seconds", "cost_seconds", "solve_seconds"}``.
-    """
-    start = time.perf_counter()
-    timing = {"decode_seconds": 0.0, "cost_seconds": 0.0, "solve_seconds": 0.0}
-    cost_kwargs = dict(cost_kwargs or {})
-    device = images.device
-    if rows is None:
-        groups = list(bank.iter_groups())
-        local = {g: r for g, r, _ in groups}  # position in `images` == bank row
-    else:
-        rows = rows.to(bank.data_groups.device).long()
-        subset = lattice_subset.to(bank.lattice_groups.device).long()
-        groups = []
-        local = {}
-        for g in torch.unique(bank.data_groups[rows]).tolist():
-            in_g = torch.nonzero(bank.data_groups[rows] == g).flatten()
-            groups.append((g, rows[in_g], subset[bank.lattice_groups[subset] == g]))
-            local[g] = in_g
-    total_cost, total_moved, total_rows = 0.0, 0.0, 0
-    bar = tqdm(total=sum(len(r) for _, r, _ in groups), desc="assignment cost rows", disable=not progress,
-               leave=False)
-    for g, group_rows, lattice_idx in groups:
-        if len(lattice_idx) < len(group_rows):
-            raise ValueError(f"class {g} has {len(group_rows)} rows but only {len(lattice_idx)} lattice points.")
-        t = time.perf_counter()
-        decoded = decode(generator, bank.lattice_points[lattice_idx], g if conditional else None,
-                         decode_batch_size, device=device)
-        timing["decode_seconds"] += time.perf_counter() - t
-        t = time.perf_counter()
-        x = images[local[g].to(device)]
-        matrix = torch.empty(len(group_rows), len(lattice_idx), device=device)
-        for r0 in range(0, len(group_rows), block_rows):
-            matrix[r0 : r0 + block_rows] = pairwise_cost(x[r0 : r0 + block_rows], decoded, kind=cost, **cost_kwargs)
-            bar.update(min(block_rows, len(group_rows) - r0))
-        timing["cost_seconds"] += time.perf_counter() - t
-        t = time.perf_counter()
-        col = solve_assignment(matrix, method).to(device)
-        timing["solve_seconds"] += time.perf_counter() - t
-        total_cost += matrix[torch.arange(len(group_rows), device=device), col].double().sum().item()
-        total_moved += bank.update(group_rows, lattice_idx.to(col.device)[col], momentum) * len(group_rows)
-        total_rows += len(group_rows)
-    bar.close()
-    return {
-        "cost": total_cost / max(1, total_rows),
-        "moved": total_moved / max(1, total_rows),
-        "n": float(total_rows),
-        "seconds": time.perf_counter() - start,
-        **timing,
-    }
+__all__ = ["QuantileAssignmentHandler", "assign_codes", "collect_images"]  # the step functions, re-exported
 
 
 class QuantileAssignmentHandler:
@@ -177,7 +59,16 @@ class QuantileAssignmentHandler:
         seed: seed of the lattice subsets in minibatch mode (re-seeded with ``seed + epoch`` each epoch, so
             resumed runs draw the same subsets).
         progress: progress bar over the cost rows in full mode.
+        max_dense_bytes: largest dense cost matrix (full mode); above it each row keeps its ``candidates``
+            cheapest lattice points and the assignment is solved sparsely with an optimality certificate
+            (:func:`~monai_neurosql.assignment_step.sparse_certified_assignment`). Default 4 GiB.
+        candidates: candidates per row on that sparse path. Default 128.
         name: logger name; default the engine's logger.
+
+    Under ``torch.distributed`` the full assignment is global: pass each rank a shard of the training images
+    (``DistributedSampler(shuffle=False)``); rows are gathered, rank 0 solves, the assignment is broadcast and
+    every rank's bank gets the same update. In mini-batch mode each rank assigns its own batch and the updates
+    are exchanged.
     """
 
     def __init__(
@@ -199,6 +90,8 @@ class QuantileAssignmentHandler:
         assignment_key: str | None = None,
         seed: int = 0,
         progress: bool = False,
+        max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES,
+        candidates: int = 128,
         name: str | None = None,
     ) -> None:
         if mode not in ("full", "minibatch"):
@@ -229,9 +122,11 @@ class QuantileAssignmentHandler:
         self.assignment_key = assignment_key or image_key
         self.seed = seed
         self.progress = progress
+        self.max_dense_bytes = max_dense_bytes
+        self.candidates = candidates
         self.logger = logging.getLogger(name)
         self._name = name
-        self._images: torch.Tensor | None = None
+        self._images: tuple[torch.Tensor, torch.Tensor] | None = None
         self._rng = torch.Generator()
         self._epoch_stats: list[dict[str, float]] = []
         self.history: list[dict[str, float]] = []
@@ -265,8 +160,9 @@ class QuantileAssignmentHandler:
         if self.mode == "full":
             self.history.append(stats)
             self.logger.info(
-                f"Epoch {engine.state.epoch}: quantile assignment ({self.method}, n={int(stats['n'])}): "
-                f"mean cost {stats['cost']:.4f}, {100 * stats['moved']:.1f}% codes moved, {stats['seconds']:.2f} s "
+                f"Epoch {engine.state.epoch}: quantile assignment ({'sparse certified auction' if stats['sparse'] else self.method}, "
+                f"n={int(stats['n'])}): mean cost {stats['cost']:.4f}, {100 * stats['moved']:.1f}% codes moved, "
+                f"{stats['seconds']:.2f} s "
                 f"(G(Q) {stats['decode_seconds']:.2f} s, cost {stats['cost_seconds']:.2f} s, "
                 f"solve {stats['solve_seconds']:.2f} s)"
             )
@@ -275,7 +171,7 @@ class QuantileAssignmentHandler:
         engine.fire_event(AssignmentEvents.ASSIGNMENT_COMPLETED)
 
     # ------------------------------------------------------------------ the two modes
-    def _assignment_images(self, engine: NeuroSQLTrainer) -> torch.Tensor:
+    def _assignment_images(self, engine: NeuroSQLTrainer) -> tuple[torch.Tensor, torch.Tensor]:
         if self._images is not None:
             return self._images
         images = collect_images(self.assignment_loader, engine.bank.n, self.image_key, self.index_key,
@@ -291,10 +187,12 @@ class QuantileAssignmentHandler:
         return self.cost_kwargs
 
     def _assign_full(self, engine: NeuroSQLTrainer) -> dict[str, float]:
+        images, rows = self._assignment_images(engine)
         return assign_codes(
-            engine.generator, engine.bank, self._assignment_images(engine), conditional=engine.conditional,
+            engine.generator_module, engine.bank, images, rows=rows, conditional=engine.conditional,
             method=self.method, momentum=self.momentum, cost=self.cost, cost_kwargs=self._cost_kwargs(engine),
             decode_batch_size=self.decode_batch_size, block_rows=self.block_rows, progress=self.progress,
+            max_dense_bytes=self.max_dense_bytes, candidates=self.candidates,
         )
 
     def _assign_minibatch(self, engine: NeuroSQLTrainer) -> dict[str, float]:
@@ -312,13 +210,15 @@ class QuantileAssignmentHandler:
             pool = bank.lattice_rows(g)
             subset.append(pool[torch.randperm(len(pool), generator=self._rng)[:count].to(pool.device)])
         return assign_codes(
-            engine.generator, bank, images, rows=rows, lattice_subset=torch.cat(subset),
+            engine.generator_module, bank, images, rows=rows, lattice_subset=torch.cat(subset),
             conditional=engine.conditional, method=self.method, momentum=self.momentum, cost=self.cost,
             cost_kwargs=self._cost_kwargs(engine), decode_batch_size=self.decode_batch_size, block_rows=self.block_rows,
         )
 
     def _start_epoch(self, engine: Engine) -> None:
-        self._rng.manual_seed(int(self.seed) + int(engine.state.epoch))
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        # a different stream per rank and epoch: resumed runs draw the same subsets
+        self._rng.manual_seed(int(self.seed) + int(engine.state.epoch) + 1_000_003 * rank)
         self._epoch_stats = []
 
     def _log_epoch(self, engine: Engine) -> None:

@@ -69,13 +69,14 @@ class SampleGridWriter:
         path = self.output_dir / f"{self.prefix}_epoch{epoch:04d}.png"
         if self.last_path == path:  # EPOCH_COMPLETED and COMPLETED of the same epoch
             return
-        num_classes = getattr(engine.generator, "num_classes", None)
+        generator = getattr(engine, "generator_module", engine.generator)  # without a DDP wrapper
+        num_classes = getattr(generator, "num_classes", None)
         labels, nrow = None, None
         if num_classes:
             nrow = max(1, self.num_samples // num_classes)
             labels = torch.arange(num_classes).repeat_interleave(nrow)[: self.num_samples]
             labels = torch.cat([labels, torch.zeros(self.num_samples - len(labels), dtype=torch.long)])
-        images = generate(engine.generator, self.num_samples, engine.bank.lattice, seed=self.seed, labels=labels)
+        images = generate(generator, self.num_samples, engine.bank.lattice, seed=self.seed, labels=labels)
         self.last_path = save_grid_png(images, path, nrow=nrow, scale=self.scale)
         if self.summary_writer is not None:
             self.summary_writer.add_image(self.prefix, make_grid(images, nrow=nrow), epoch, dataformats="HW"

@@ -90,7 +90,8 @@ class ValidationAssignmentCost:
         if self._images is None:
             self._load(conditional)
         value = heldout_assignment_cost(
-            engine.generator, self._images, engine.bank.prior, engine.bank.dim, labels=self._labels,
+            getattr(engine, "generator_module", engine.generator), self._images, engine.bank.prior, engine.bank.dim,
+            labels=self._labels,
             seed=self.seed, method=self.method,
         )
         engine.state.metrics[self.metric_name] = value

@@ -6,6 +6,7 @@ from .fid import INCEPTION_WEIGHTS, InceptionFeatures, frechet_distance, incepti
 from .lpips_metric import VGG16_WEIGHTS, LPIPSMetric, lpips_distance
 from .memorization import memorization_audit, nearest_neighbours
 from .precision_recall import precision_recall
+from .report import evaluation_report, load_images
 from .ssim_metrics import ms_ssim_diversity, ms_ssim_settings, paired_ssim, random_pairs, reconstruction_ssim
 
 __all__ = [
@@ -16,9 +17,11 @@ __all__ = [
     "VGG16_WEIGHTS",
     "classification_scores",
     "downstream_classifier",
+    "evaluation_report",
     "extract_features",
     "frechet_distance",
     "inception_fid",
+    "load_images",
     "load_pretrained_weights",
     "lpips_distance",
     "memorization_audit",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -54,12 +53,8 @@ class ConvGenerator(LatentGenerator):
         out_act: str | tuple | None = "sigmoid",
     ) -> None:
         super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
-        channels = tuple(int(c) for c in channels)
-        if len(channels) < 1 or any(c < 1 for c in channels):
-            raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}.")
-        self.channels = channels
-        self.base = self.base_size(self.spatial_size, len(channels) - 1)
-        self.project = nn.Linear(self.input_size, channels[0] * math.prod(self.base))
+        self.build_projection(channels)
+        channels = self.channels
         self.project_adn = nn.Sequential(
             get_norm_layer(norm, spatial_dims=spatial_dims, channels=channels[0]),
             get_act_layer(act),
@@ -72,5 +67,4 @@ class ConvGenerator(LatentGenerator):
         self.head = Convolution(spatial_dims, channels[-1], out_channels, kernel_size=3, conv_only=True)
 
     def body(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.project(h).reshape(h.shape[0], self.channels[0], *self.base)
-        return self.head(self.up(self.project_adn(h)))
+        return self.head(self.up(self.project_adn(self.project_to_base(h))))

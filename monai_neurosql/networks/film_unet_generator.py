@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -67,10 +66,7 @@ class FiLMUNetGenerator(LatentGenerator):
         out_act: str | tuple | None = "sigmoid",
     ) -> None:
         super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
-        channels = tuple(int(c) for c in channels)
-        if len(channels) < 1 or any(c < 1 for c in channels):
-            raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}.")
-        self.channels = channels
+        channels = self.channels = self.check_channels(channels)
         levels = len(channels) - 1
         padded = tuple(self.base_size(self.spatial_size, levels)[i] * 2**levels for i in range(spatial_dims))
         self.constant = nn.Parameter(0.1 * torch.randn(1, channels[0], *padded))

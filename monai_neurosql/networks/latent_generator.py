@@ -75,6 +75,25 @@ class LatentGenerator(nn.Module):
             self.out_act = Act[name](**kwargs)
 
     @staticmethod
+    def check_channels(channels: Sequence[int]) -> tuple[int, ...]:
+        """``channels`` as a tuple of positive ints; ``ValueError`` otherwise."""
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 1 or any(c < 1 for c in channels):
+            raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}.")
+        return channels
+
+    def build_projection(self, channels: Sequence[int]) -> None:
+        """The linear projection of the latent input to a ``channels[0] x base`` map that ``len(channels) - 1``
+        doublings take to at least ``spatial_size`` (sets ``channels``, ``base`` and ``project``)."""
+        self.channels = self.check_channels(channels)
+        self.base = self.base_size(self.spatial_size, len(self.channels) - 1)
+        self.project = nn.Linear(self.input_size, self.channels[0] * math.prod(self.base))
+
+    def project_to_base(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, input_size) -> B x channels[0] x base``."""
+        return self.project(h).reshape(h.shape[0], self.channels[0], *self.base)
+
+    @staticmethod
     def base_size(spatial_size: Sequence[int], num_upsamples: int) -> tuple[int, ...]:
         """Smallest start size that reaches at least ``spatial_size`` after ``num_upsamples`` doublings."""
         return tuple(max(1, math.ceil(s / 2**num_upsamples)) for s in spatial_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -48,12 +47,8 @@ class ResNetGenerator(LatentGenerator):
         out_act: str | tuple | None = "sigmoid",
     ) -> None:
         super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
-        channels = tuple(int(c) for c in channels)
-        if len(channels) < 1 or any(c < 1 for c in channels):
-            raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}.")
-        self.channels = channels
-        self.base = self.base_size(self.spatial_size, len(channels) - 1)
-        self.project = nn.Linear(self.input_size, channels[0] * math.prod(self.base))
+        self.build_projection(channels)
+        channels = self.channels
         blocks: list[nn.Module] = []
         for c_in, c_out in zip(channels[:-1], channels[1:]):
             blocks.append(UpSample(spatial_dims, c_in, scale_factor=2, mode="nontrainable", interp_mode="nearest",
@@ -63,5 +58,4 @@ class ResNetGenerator(LatentGenerator):
         self.head = Convolution(spatial_dims, channels[-1], out_channels, kernel_size=3, conv_only=True)
 
     def body(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.project(h).reshape(h.shape[0], self.channels[0], *self.base)
-        return self.head(self.blocks(h))
+        return self.head(self.blocks(self.project_to_base(h)))

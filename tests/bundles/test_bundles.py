@@ -78,6 +78,10 @@ def test_oasis_kaggle_layout_train_resume_infer(tiny_kaggle, tmp_path):
     assert trainer_state["iteration"] == 3 * trainer_state["epoch_length"]
     run_workflow([OASIS / "inference.json"], tmp_path, workflow_type="infer", num_samples=5, seed=1)
     check_inference_outputs(tmp_path, (32, 32), info["spacing"], 5)
+    run_workflow([OASIS / "evaluate.json"], tmp_path, workflow_type="eval", num_samples=16)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"proxy_fid", "ssim", "ms_ssim_generated", "precision", "recall", "near_copy_share"} <= set(metrics)
+    assert (tmp_path / "eval" / "memorization_worst_pairs.png").is_file()
     assert info["spacing"][0] > 1.0  # slices were downsampled from the 1 mm JPEG grid
 
 
@@ -113,6 +117,8 @@ def test_medmnist_2d_and_3d(tmp_path):
     info = check_training_outputs(tmp_path / "r2", (28, 28))
     run_workflow([MEDMNIST / "inference.json"], tmp_path / "r2", workflow_type="infer", num_samples=3)
     check_inference_outputs(tmp_path / "r2", (28, 28), info["spacing"], 3)
+    run_workflow([MEDMNIST / "evaluate.json"], tmp_path / "r2", workflow_type="eval", npz_file=str(npz2), num_samples=16)
+    assert json.loads((tmp_path / "r2" / "eval" / "metrics.json").read_text())["num_real"] == 8
 
     npz3 = write_npz(tmp_path / "tiny3d.npz", shape=(16, 16, 16), n=(12, 4, 4))
     run_workflow([MEDMNIST / "train.json", MEDMNIST / "train_3d.json"], tmp_path / "r3", npz_file=str(npz3),
@@ -125,7 +131,8 @@ def test_medmnist_2d_and_3d(tmp_path):
 @pytest.mark.parametrize("bundle", ["neurosql_oasis", "neurosql_medmnist"])
 def test_metadata_verifies_and_bundle_layout(bundle, tmp_path):
     root = ROOT / "bundles" / bundle
-    for name in ("metadata.json", "train.json", "inference.json", "logging.conf"):
+    for name in ("metadata.json", "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json",
+                 "logging.conf"):
         assert (root / "configs" / name).is_file()
     assert (root / "docs" / "README.md").is_file() and (root / "LICENSE").is_file()
     schema = tmp_path / "schema.json"
@@ -144,3 +151,24 @@ def test_ckpt_export_to_torchscript(tmp_path):
     model = torch.jit.load(str(ts))
     out = model(torch.randn(3, 4))
     assert out.shape == (3, 1, 28, 28)
+
+
+@pytest.mark.slow
+def test_multi_gpu_override_with_torchrun_on_cpu(tmp_path):
+    """torchrun --nproc_per_node=2 runs the bundle with DDP (gloo on CPU); rank 0 writes the checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    npz = write_npz(tmp_path / "tiny.npz", n=(32, 8, 8))
+    configs = f"['{MEDMNIST / 'train.json'}','{MEDMNIST / 'multi_gpu_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
+           "monai.bundle", "run", "--config_file", configs, "--bundle_root", str(tmp_path), "--npz_file", str(npz),
+           "--num_epochs", "2", "--every_n_epochs", "1", "--batch_size", "8", "--latent_size", "4",
+           "--channels", "[16, 8, 8]", "--val_max_images", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"] == 2 * 2  # 16 images per rank
+    assert len(state["assignment"]["history"]) == 2 and state["assignment"]["history"][-1]["n"] == 32
