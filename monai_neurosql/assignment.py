@@ -14,8 +14,8 @@ __all__ = ["solve_assignment", "assignment_cost", "ASSIGNMENT_METHODS"]
 #: Methods accepted by :func:`solve_assignment`.
 ASSIGNMENT_METHODS = ("hungarian", "scipy", "lapjv", "greedy", "auction")
 
-# above this many cost entries lapx's lapjvs beats scipy on real SSIM+L1 costs (docs/benchmarks.md)
-_LAPJV_MIN_ENTRIES = 3072 * 3072
+# from this many cost entries on, lapx's lapjvs beats scipy on real SSIM+L1 costs (docs/benchmarks.md)
+_LAPJV_MIN_ENTRIES = 2048 * 2048
 
 
 def _lapjv(cost: np.ndarray) -> np.ndarray:
@@ -124,8 +124,8 @@ def solve_assignment(cost: torch.Tensor | np.ndarray, method: str = "hungarian")
 
     - ``"hungarian"`` (default; the paper's name for the exact solve): the faster of two exact shortest
       augmenting path solvers as measured on real SSIM+L1 costs (``docs/benchmarks.md``): scipy's
-      ``linear_sum_assignment`` below ``m * k = 3072^2`` (it is 1.3-4x faster than lapx there on such costs) and
-      ``lapx``'s Jonker-Volgenant ``lap.lapjvs`` above (1.7x faster at n = 4096, 4-9x at n = 8192).
+      ``linear_sum_assignment`` below ``m * k = 2048^2`` (1.8-2.9x faster than lapx at n <= 1024 on such costs)
+      and ``lapx``'s Jonker-Volgenant ``lap.lapjvs`` from there on (1.3x faster at n = 2048, 2.1x at 4096).
     - ``"scipy"``: :func:`scipy.optimize.linear_sum_assignment`, exact; the reference implementation.
     - ``"lapjv"``: ``lap.lapjvs`` at every size (fastest on unstructured costs).
     - ``"greedy"``: the paper's Algorithm 3 (rows in order, each takes its cheapest free column), run on the
