@@ -310,6 +310,11 @@ def _comparisons(rows: Sequence[dict], data: dict, output: Path) -> None:
     for row in rows:
         if row["variant"] == "default" and str(row["seed"]) == str(rows[0]["seed"]):
             groups[(row["dataset"], row["backbone"], row["latent_size"], str(row["conditional"]))][row["model"]] = row["grid"]
+    # a diffusion model has no latent size (one run per backbone): show it beside every latent size
+    ddpm = {(k[0], k[1], k[3]): g["ddpm"] for k, g in groups.items() if "ddpm" in g}
+    for (dataset, backbone, _, cond), grids in groups.items():
+        if "ddpm" not in grids and (dataset, backbone, cond) in ddpm:
+            grids["ddpm"] = ddpm[(dataset, backbone, cond)]
     for (dataset, backbone, latent, cond), grids in groups.items():
         panels = [data["reference_images"][:16]]
         for model in MODELS:

@@ -27,3 +27,22 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path):
     assert len(benchmark.main(args)) == 4
     with open(tmp_path / "out" / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
+
+
+def test_comparison_grids_show_ddpm_beside_every_latent_size(tmp_path, monkeypatch):
+    import torch
+
+    from monai_neurosql import visualize
+
+    saved = {}
+    monkeypatch.setattr(visualize, "save_grid_png", lambda images, path, **kw: saved.__setitem__(path.name, images))
+    rows = []
+    for model, latent in (("neurosql", 4), ("neurosql", 16), ("vae", 16), ("ddpm", 4)):
+        grid = tmp_path / f"{model}_{latent}.png"
+        torch.save(torch.full((16, 1, 8, 8), float(len(rows))), grid.with_suffix(".pt"))
+        rows.append({"dataset": "d", "backbone": "conv", "latent_size": str(latent), "conditional": "False",
+                     "variant": "default", "seed": "0", "model": model, "grid": str(grid)})
+    benchmark._comparisons(rows, {"reference_images": torch.zeros(20, 1, 8, 8)}, tmp_path)
+    z4, z16 = saved["comparison_d_conv_z4_uncond.png"], saved["comparison_d_conv_z16_uncond.png"]
+    assert z4.shape[0] == 3 * 16 and z16.shape[0] == 4 * 16  # real row + one row per model
+    assert torch.equal(z16[-16:], torch.full((16, 1, 8, 8), 3.0))  # the DDPM row, last as in MODELS
