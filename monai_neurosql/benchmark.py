@@ -197,7 +197,8 @@ def run_cell(cell: dict, data: dict, settings: dict) -> dict:
     trainer.run()
     train_seconds = time.perf_counter() - start
 
-    num = settings["num_samples"]
+    # matched counts (appendix E): as many generated images as held-out real ones, at most num_samples
+    num = min(settings["num_samples"], len(data["reference_images"]))
     sample_labels = (torch.arange(num) % data["num_classes"]) if cell["conditional"] else None
     fake = sampler(num, 1000 + cell["seed"], sample_labels).float()
     reference = data["reference_images"][:num]
@@ -402,12 +403,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                 writer.writeheader()
             writer.writerow(payload)
     table = summarize(rows)
+    data = load_benchmark_data(*data_args)
+    num = min(args.num_samples, len(data["reference_images"]))
     (output / "results.md").write_text(
         f"Settings: epochs {args.epochs}, batch {args.batch_size}, training images <= {args.max_train}, "
-        f"{args.num_samples} generated vs {args.num_samples} held-out real images per metric, learning rates "
+        f"{num} generated vs {num} held-out real images per metric, learning rates "
         f"{LEARNING_RATES}, AdamW + cosine + gradient clipping 1.0 for all.\n\n{table}\n")
     print(table)
-    _comparisons(rows, load_benchmark_data(*data_args), output)
+    _comparisons(rows, data, output)
     return rows
 
 

@@ -12,7 +12,7 @@ from tests.data.test_medmnist import write_npz
 def test_benchmark_runs_end_to_end_and_resumes(tmp_path):
     npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(40, 8, 24))
     args = ["--dataset", str(npz), "--models", "neurosql", "vae", "--latent-sizes", "2", "--seeds", "0", "1",
-            "--epochs", "1", "--batch-size", "16", "--num-samples", "16", "--output", str(tmp_path / "out"),
+            "--epochs", "1", "--batch-size", "16", "--num-samples", "64", "--output", str(tmp_path / "out"),
             "--threads", "1"]
     rows = benchmark.main(args)
     assert len(rows) == 4
@@ -22,6 +22,7 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path):
     assert all(float(r["proxy_fid"]) >= 0 and 0 <= float(r["recall"]) <= 1 for r in written)
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| neurosql | conv | 2 | default |" in table and "±" in table
+    assert "24 generated vs 24 held-out real" in table  # matched counts: no more samples than real test images
     assert list((tmp_path / "out").glob("comparison_*.png"))
     # a second call finds every cell done and runs nothing new
     assert len(benchmark.main(args)) == 4
