@@ -288,7 +288,10 @@ def summarize(rows: Sequence[dict]) -> str:
         groups[key].append(row)
     columns = [("proxy_fid", "proxy-FID ↓"), ("ssim", "SSIM ↑"), ("ms_ssim", "MS-SSIM (diversity ↓)"),
                ("precision", "precision ↑"), ("recall", "recall ↑"), ("lpips", "LPIPS ↓"), ("fid", "FID ↓"),
-               ("clf_accuracy", "clf acc ↑"), ("sec_per_epoch", "s / epoch"), ("peak_rss_mb", "peak MB")]
+               ("clf_accuracy", "clf acc ↑"), ("clf_macro_precision", "clf macro prec ↑"),
+               ("clf_macro_recall", "clf macro rec ↑"), ("real_only_accuracy", "real-only acc"),
+               ("real_plus_synthetic_accuracy", "real+synthetic acc ↑"), ("sec_per_epoch", "s / epoch"),
+               ("peak_rss_mb", "peak MB")]
     columns = [(k, t) for k, t in columns if any(r.get(k) not in ("", None) for r in rows)]
     lines = ["| dataset | model | backbone | d | variant | cond | seeds | params | " +
              " | ".join(t for _, t in columns) + " |",

@@ -47,3 +47,16 @@ def test_comparison_grids_show_ddpm_beside_every_latent_size(tmp_path, monkeypat
     z4, z16 = saved["comparison_d_conv_z4_uncond.png"], saved["comparison_d_conv_z16_uncond.png"]
     assert z4.shape[0] == 3 * 16 and z16.shape[0] == 4 * 16  # real row + one row per model
     assert torch.equal(z16[-16:], torch.full((16, 1, 8, 8), 3.0))  # the DDPM row, last as in MODELS
+
+
+def test_summary_has_the_classifier_columns_of_table_2_when_run():
+    base = {"dataset": "d", "model": "neurosql", "backbone": "conv", "latent_size": "16", "variant": "default",
+            "conditional": "True", "params": "10", "proxy_fid": "0.5", "sec_per_epoch": "1.0"}
+    rows = [{**base, "seed": str(s), "clf_accuracy": str(0.8 + s / 10), "clf_macro_precision": "0.7",
+             "clf_macro_recall": "0.6", "real_only_accuracy": "0.85", "real_plus_synthetic_accuracy": "0.86"}
+            for s in (0, 1)]
+    table = benchmark.summarize(rows)
+    header, _, line = table.splitlines()
+    assert "clf macro prec ↑" in header and "real+synthetic acc ↑" in header
+    assert "| 2 | 10 |" in line and "0.85 ± 0.071" in line  # accuracy mean ± std over the two seeds
+    assert "clf" not in benchmark.summarize([{**base, "seed": "0"}])  # absent when no classifier ran
