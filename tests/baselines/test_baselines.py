@@ -88,3 +88,27 @@ def test_ddpm_matches_capacity_and_loss_falls():
     assert sample.shape == (3, 1, 16, 16) and 0 <= sample.min() and sample.max() <= 1
     with pytest.raises(ValueError, match="within 10%"):
         matched_diffusion_unet(2, 1, 10, widths=(8, 16))
+
+
+def test_ddpm_sampler_recovers_the_image_with_an_oracle_denoiser():
+    """With the exact noise predictor of a one-image data set, the 100-step reverse process must return it."""
+    import types
+
+    from monai.networks.schedulers import DDPMScheduler
+
+    from monai_neurosql.baselines.ddpm import DDPMTrainer
+
+    x0 = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta")
+    alpha_bar = scheduler.alphas_cumprod
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x, timesteps, class_labels=None):
+            a = alpha_bar[timesteps].view(-1, 1, 1, 1)
+            return (x - a.sqrt() * x0) / (1 - a).sqrt()
+
+    fake = types.SimpleNamespace(state=types.SimpleNamespace(device=torch.device("cpu")), scheduler=scheduler,
+                                 num_inference_steps=100, unet=Oracle(), in_channels=1, spatial_shape=(16, 16))
+    samples = DDPMTrainer.sample(fake, 4, seed=0)
+    assert samples.shape == (4, 1, 16, 16)
+    torch.testing.assert_close(samples, ((x0 + 1) / 2).expand(4, -1, -1, -1), rtol=0, atol=1e-3)
