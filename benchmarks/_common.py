@@ -10,7 +10,6 @@ import datetime
 import gzip
 import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from monai_neurosql.benchmark import peak_rss_mib  # noqa: F401  (the scripts import it from here)
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs Fashion-MNIST.
 FASHION_MNIST_DIR = Path(os.environ.get("NEUROSQL_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -169,23 +170,6 @@ def best_time(fn: Callable[[], T], repeats: int = 3, budget_s: float = 20.0) -> 
         if total > budget_s:
             break
     return best, result  # type: ignore[return-value]
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process image so far, MiB.
-
-    Reads ``VmHWM`` from ``/proc/self/status``. ``getrusage(RUSAGE_SELF).ru_maxrss`` is not usable in a spawned
-    child: Linux carries it over ``fork`` and ``execve``, so a child started by a 2 GB parent reports at least
-    2 GB. ``VmHWM`` belongs to the process's current address space and starts afresh at ``execve``.
-    Falls back to ``ru_maxrss`` (KiB on Linux) where ``/proc`` is missing.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_in_fresh_process(fn: Callable[..., T], *args: Any) -> T:

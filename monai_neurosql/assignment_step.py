@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 from tqdm.auto import tqdm
 
 from .assignment import solve_assignment
@@ -53,7 +53,7 @@ def collect_images(
     chunks, indices = [], []
     for batch in loader:
         x = batch[image_key]
-        x = (x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)).float()
+        x = convert_to_tensor(x, track_meta=False, wrap_sequence=True).float()
         index = torch.as_tensor(batch[index_key]).long().reshape(-1)
         if index.numel() and (index.min() < 0 or index.max() >= n):
             raise ValueError(f"assignment loader gave index {index.max().item()} outside [0, {n - 1}].")

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["main", "load_benchmark_data", "build_generator", "run_cell", "summarize", "MODELS", "BACKBONES"]
+__all__ = ["main", "load_benchmark_data", "build_generator", "run_cell", "summarize", "peak_rss_mib", "scored_count",
+           "MODELS", "BACKBONES"]
 
 MODELS = ("neurosql", "vae", "gan", "ddpm")
 BACKBONES = ("conv", "resnet", "film_unet")
@@ -197,8 +198,7 @@ def run_cell(cell: dict, data: dict, settings: dict) -> dict:
     trainer.run()
     train_seconds = time.perf_counter() - start
 
-    # matched counts (appendix E): as many generated images as held-out real ones, at most num_samples
-    num = min(settings["num_samples"], len(data["reference_images"]))
+    num = scored_count(settings["num_samples"], data)
     sample_labels = (torch.arange(num) % data["num_classes"]) if cell["conditional"] else None
     fake = sampler(num, 1000 + cell["seed"], sample_labels).float()
     reference = data["reference_images"][:num]
@@ -234,20 +234,31 @@ def run_cell(cell: dict, data: dict, settings: dict) -> dict:
     save_grid_png(fake[:16], grid, nrow=16, scale=2)
     row["grid"] = str(grid)
     torch.save(fake[:16], grid.with_suffix(".pt"))
-    row["peak_rss_mb"] = _peak_rss_mb()
+    row["peak_rss_mb"] = peak_rss_mib()
     return row
 
 
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process (``VmHWM``): ``ru_maxrss`` would include the parent's peak in a spawned child."""
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB.
+
+    Reads ``VmHWM`` from ``/proc/self/status``. ``getrusage(RUSAGE_SELF).ru_maxrss`` is not usable in a spawned
+    child: Linux carries it over ``fork`` and ``execve``, so a child started by a 2 GB parent reports at least
+    2 GB. ``VmHWM`` belongs to the process's current address space and starts afresh at ``execve``.
+    Falls back to ``ru_maxrss`` (KiB on Linux) where ``/proc`` is missing.
+    """
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def scored_count(num_samples: int, data: dict) -> int:
+    """Images per metric: as many generated as held-out real ones (matched counts, appendix E), at most
+    ``num_samples``."""
+    return min(num_samples, len(data["reference_images"]))
 
 
 def _cell_key(cell: dict) -> str:
@@ -407,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             writer.writerow(payload)
     table = summarize(rows)
     data = load_benchmark_data(*data_args)
-    num = min(args.num_samples, len(data["reference_images"]))
+    num = scored_count(args.num_samples, data)
     (output / "results.md").write_text(
         f"Settings: epochs {args.epochs}, batch {args.batch_size}, training images <= {args.max_train}, "
         f"{num} generated vs {num} held-out real images per metric, learning rates "

@@ -6,9 +6,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
 from monai.engines import Trainer
-from monai.utils import CommonKeys
+from monai.utils import CommonKeys, convert_to_tensor
 
 __all__ = ["BaselineTrainer", "prepare_images"]
 
@@ -19,7 +18,7 @@ def prepare_images(batchdata: Mapping[str, Any], device: torch.device, image_key
     if not isinstance(batchdata, Mapping) or image_key not in batchdata:
         raise KeyError(f"baseline trainers read batch dicts with {image_key!r}.")
     images = batchdata[image_key]
-    images = images.as_tensor() if isinstance(images, MetaTensor) else torch.as_tensor(images)
+    images = convert_to_tensor(images, track_meta=False, wrap_sequence=True)
     labels = batchdata.get(label_key)
     if labels is not None:
         labels = torch.as_tensor(labels).long().reshape(-1).to(device, non_blocking=non_blocking)

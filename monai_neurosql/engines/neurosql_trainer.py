@@ -11,11 +11,10 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
-from monai.data import MetaTensor
 from monai.data.utils import set_rnd
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
-from monai.utils import CommonKeys
+from monai.utils import CommonKeys, convert_to_tensor
 from torch.optim.optimizer import Optimizer
 
 from ..latent_bank import LatentBank
@@ -46,7 +45,7 @@ def prepare_neurosql_batch(
             f"under {index_key!r} (see monai_neurosql.data), keys present: {sorted(batchdata)}."
         )
     images = batchdata[image_key]
-    images = images.as_tensor() if isinstance(images, MetaTensor) else torch.as_tensor(images)
+    images = convert_to_tensor(images, track_meta=False, wrap_sequence=True)
     images = images.to(device=device, non_blocking=non_blocking, **kwargs).float()
     index = torch.as_tensor(batchdata[index_key]).long().reshape(-1)
     labels = batchdata.get(label_key)

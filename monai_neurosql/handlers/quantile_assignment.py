@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
-from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 
 from ..assignment import ASSIGNMENT_METHODS
 from ..assignment_step import DEFAULT_MAX_DENSE_BYTES, assign_codes, collect_images
@@ -200,7 +200,7 @@ class QuantileAssignmentHandler:
         if not isinstance(batch, Mapping) or self.assignment_key not in batch:
             raise KeyError(f"minibatch assignment reads engine.state.batch[{self.assignment_key!r}], which is missing.")
         images = batch[self.assignment_key]
-        images = images.as_tensor() if isinstance(images, MetaTensor) else torch.as_tensor(images)
+        images = convert_to_tensor(images, track_meta=False, wrap_sequence=True)
         images = images.to(engine.state.device).float()
         rows = torch.as_tensor(batch[self.index_key]).long().reshape(-1)
         bank = engine.bank

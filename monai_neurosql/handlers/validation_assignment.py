@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import torch
 from ignite.engine import Engine, Events
+from monai.utils import convert_to_tensor
 
 from ..generate import heldout_assignment_cost
 
@@ -72,7 +73,7 @@ class ValidationAssignmentCost:
         images, labels = [], []
         for batch in self.val_loader:
             image = batch[self.image_key]
-            images.append((image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)).float())
+            images.append(convert_to_tensor(image, track_meta=False, wrap_sequence=True).float())
             if conditional:
                 labels.append(torch.as_tensor(batch[self.label_key]).long().reshape(-1))
         if not images:
