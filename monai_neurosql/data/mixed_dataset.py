@@ -135,10 +135,16 @@ class MixedDataset(Dataset):
     def _check(real_item: dict, synthetic_item: dict) -> None:
         if "image" not in real_item:
             return
-        real_shape, synthetic_shape = tuple(real_item["image"].shape), tuple(synthetic_item["image"].shape)
-        if real_shape != synthetic_shape:
-            raise ValueError(f"real images are {real_shape} but synthetic ones {synthetic_shape}: give one of the "
-                             "datasets a transform (e.g. monai.transforms.Resized) so that they match.")
+        real, synthetic = real_item["image"], synthetic_item["image"]
+        if real.shape != synthetic.shape:
+            raise ValueError(f"real images are {tuple(real.shape)} but synthetic ones {tuple(synthetic.shape)}: give "
+                             "one of the datasets a transform (e.g. monai.transforms.Resized) so that they match.")
+        if real.dtype != synthetic.dtype:
+            raise ValueError(f"real images are {real.dtype} but synthetic ones {synthetic.dtype} in [0, 1]: scale the "
+                             "real images to float in [0, 1] (e.g. monai.transforms.ScaleIntensityd).")
+        if real.numel() and (real.min() < -1e-3 or real.max() > 1 + 1e-3):
+            logger.warning("real image values span [%.3g, %.3g] but synthetic ones lie in [0, 1]: give both the same "
+                           "intensity scaling.", float(real.min()), float(real.max()))
 
     @property
     def num_synthetic(self) -> int:

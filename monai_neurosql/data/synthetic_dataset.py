@@ -60,7 +60,7 @@ def _network_from_info(info: Mapping, where: str) -> nn.Module:
     if missing:
         raise ValueError(f"{where} lacks the generator settings {missing}: pass data_info with them, or pass "
                          "generator= built like the training run's network_def.")
-    out_channels = int(info.get("out_channels", info["shape"][0] if "shape" in info else 1))
+    out_channels = int(info["out_channels"] if "out_channels" in info else info["shape"][0])
     return ConvGenerator(
         spatial_dims=int(info["spatial_dims"]),
         latent_size=int(info["latent_size"]),
@@ -199,9 +199,9 @@ class SyntheticDataset(Dataset):
 
     Generation runs on ``device`` and items are returned on ``output_device`` (CPU by default). On the fly
     (default), each ``dataset[i]`` decodes one image, and a DataLoader's batch is decoded in one pass (the dataset
-    implements ``__getitems__``; batched decoding equals one-by-one decoding to float32 rounding, about 1e-7, and
-    is bit-identical for the same batch composition, so the same loader seed gives the same batches with any
-    ``num_workers``). With ``cache=True`` every image is generated once at construction, in batches of
+    implements ``__getitems__``). Batched decoding equals one-by-one decoding to float32 rounding (about 1e-7: the
+    convolution kernels sum in another order for another batch size); a loader with the same seed gives the same
+    batches with any ``num_workers`` (bit for bit in our tests on CPU). With ``cache=True`` every image is generated once at construction, in batches of
     ``batch_size`` with a progress bar, and kept on ``output_device``: ``num_samples x C x [SPATIAL] x 4`` bytes
     (10,000 images of 28 x 28: 30 MiB; 1,000 volumes of 64^3: 1 GiB). The generator is copied at construction, so
     training it further does not change the dataset.
@@ -259,6 +259,8 @@ class SyntheticDataset(Dataset):
         checkpoint: str | os.PathLike | None = None,
         progress: bool = True,
     ) -> None:
+        if isinstance(generator, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            generator = generator.module
         if isinstance(lattice, LatentBank):
             lattice = lattice.lattice
         if not isinstance(lattice, QuantileLattice):
@@ -368,7 +370,7 @@ class SyntheticDataset(Dataset):
 
     def _images(self, indices: list[int]) -> torch.Tensor:
         if self._cache is not None:
-            return self._cache[indices].clone()
+            return self._cache[indices]  # advanced indexing copies: served items never alias the cache
         return self._generate(indices)
 
     def _transform(self, index: int) -> dict:
