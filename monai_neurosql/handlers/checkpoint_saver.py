@@ -285,3 +285,13 @@ class AtomicCheckpointSaver:
         best_text = f"; best model of epoch {best['epoch']} ({best['value']:.4f})" if best else ""
         return (f"training in {path.parent} already finished ({how}{best_text}); nothing to do. To train again, "
                 "start a new run (another models folder, or resume=False); to train longer, raise num_epochs.")
+
+    @staticmethod
+    def exit_if_finished(path: str | os.PathLike, max_epochs: int | None = None) -> None:
+        """For bundle configs, first in ``initialize``: when :meth:`finished_run` says the run in ``path`` is
+        finished, log why and end the process with exit code 0 (``SystemExit(0)``) before any data is read, so a
+        finished run is never trained on and its ``best.pt``, sample grids and ``data_info.json`` stay as they are."""
+        message = AtomicCheckpointSaver.finished_run(path, max_epochs)
+        if message is not None:
+            logging.getLogger(__name__).info(message)
+            raise SystemExit(0)
