@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +17,36 @@ from .generate import _labels_tensor, generate
 from .lattice import QuantileLattice
 from .visualize import save_grid_png
 
-__all__ = ["write_synthetic"]
+__all__ = ["load_generator_checkpoint", "write_synthetic"]
+
+logger = logging.getLogger(__name__)
+
+
+def _previous_outputs(out: Path, prefix: str) -> list[Path]:
+    pattern = re.compile(rf"^{re.escape(prefix)}(_\d{{4,}}\.nii\.gz|_grid\.png|\.csv)$")
+    return sorted(p for p in out.iterdir() if p.is_file() and pattern.match(p.name)) if out.is_dir() else []
+
+
+def load_generator_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a training checkpoint for inference (``weights_only=True``) and log which one it is.
+
+    The bundles' inference uses ``models/best.pt`` by default: the model of the epoch with the lowest validation
+    assignment cost, the one early stopping chose. ``models/model.pt`` is the last epoch (for resuming).
+
+    Raises:
+        FileNotFoundError: no such file, with what to run or pass instead.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        other = path.with_name("model.pt") if path.name != "model.pt" else None
+        hint = (f"; {other} (the last epoch) exists: pass ckpt_file={str(other)!r} to use it" if other and other.is_file()
+                else "; run the bundle's train.json first")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found{hint}.")
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    trainer = checkpoint.get("trainer", {})
+    epoch = int(trainer.get("iteration", 0)) // max(int(trainer.get("epoch_length", 1) or 1), 1)
+    logger.info(f"generating with the checkpoint {path} (saved at epoch {epoch})")
+    return checkpoint
 
 
 def write_synthetic(
@@ -30,12 +61,16 @@ def write_synthetic(
     batch_size: int = 64,
     write_nifti: bool = True,
     grid_scale: int = 2,
+    overwrite: bool = False,
 ) -> dict[str, object]:
     """Sample ``num_samples`` images (sampled-z mode, seeded) and write them.
 
     Writes ``<prefix>_NNNN.nii.gz`` (float32 in ``[0, 1]``, the affine set to ``spacing`` so viewers show the
     training resolution; several channels go last), ``<prefix>_grid.png`` and ``<prefix>.csv`` (file, label,
-    seed) under ``output_dir``.
+    seed, index: exactly the files written) under ``output_dir``, and logs what it wrote.
+
+    Outputs of two runs never mix: when ``output_dir`` already holds files of this ``prefix`` from an earlier run,
+    it refuses (``FileExistsError``) unless ``overwrite=True``, which deletes those files first.
 
     Args:
         generator: trained generator.
@@ -49,15 +84,36 @@ def write_synthetic(
         batch_size: sampling batch size.
         write_nifti: also write the NIfTI files (the grid and CSV are always written).
         grid_scale: PNG grid upscaling.
+        overwrite: replace the outputs of an earlier run in ``output_dir``.
 
     Returns:
         ``{"images": tensor, "files": [paths], "grid": path, "csv": path}``.
+
+    Raises:
+        FileExistsError: earlier outputs in ``output_dir`` and ``overwrite=False``; ``output_dir`` is a file.
+        ValueError: labels outside the generator's classes.
     """
     out = Path(output_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_file():
+        raise FileExistsError(f"output_dir {str(out)!r} is a file; pass a folder.")
+    previous = _previous_outputs(out, prefix)
+    if previous and not overwrite:
+        raise FileExistsError(
+            f"{str(out)!r} already holds {len(previous)} outputs of an earlier run ({previous[0].name}, ...); pass "
+            "another output_dir, or overwrite=True to replace them."
+        )
     num_classes = getattr(generator, "num_classes", None)
     if labels is None and num_classes:
         labels = (torch.arange(num_samples) % num_classes).tolist()  # every class, in turn
+    if labels is not None and num_classes:
+        asked = torch.as_tensor(labels).reshape(-1)
+        if bool(((asked < 0) | (asked >= num_classes)).any()):
+            raise ValueError(f"labels must lie in 0..{num_classes - 1} for this generator, got {asked.tolist()}.")
+    for path in previous:
+        path.unlink()
+    if previous:
+        logger.info(f"removed {len(previous)} outputs of an earlier run from {out} (overwrite=True)")
+    out.mkdir(parents=True, exist_ok=True)
     images = generate(generator, num_samples, lattice, seed=seed, labels=labels, batch_size=batch_size)
     label_list = _labels_tensor(labels, num_samples)
     spatial_dims = images.ndim - 2
@@ -83,4 +139,6 @@ def write_synthetic(
         for i in range(num_samples):
             file = files[i].name if files else ""
             writer.writerow([file, "" if label_list is None else int(label_list[i]), seed, i])
+    logger.info(f"wrote {len(files)} NIfTI files ({files[0].name if files else '-'} .. "
+                f"{files[-1].name if files else '-'}), {grid.name} and {table.name} to {out}")
     return {"images": images, "files": files, "grid": grid, "csv": table}

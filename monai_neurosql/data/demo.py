@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from .oasis import OASIS_CLASSES
 
-__all__ = ["build_oasis_demo", "DEMO_VERSION"]
+__all__ = ["DEMO_VERSION", "build_oasis_demo"]
 
 DEMO_VERSION = 1
 _MARKER = ".neurosql_demo.json"

@@ -7,7 +7,7 @@ from monai.data import DataLoader
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["train_loader", "assignment_loader"]
+__all__ = ["assignment_loader", "train_loader"]
 
 
 def train_loader(

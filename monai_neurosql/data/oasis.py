@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -37,6 +38,20 @@ _FILENAME = re.compile(
 )
 _SESSION_DIR = re.compile(r"^(?P<subject>OAS\d_\d{4})_(?P<session>MR\d+)$", re.IGNORECASE)
 _VOLUME_SUFFIXES = (".nii.gz", ".nii", ".img")
+
+logger = logging.getLogger(__name__)
+
+
+def check_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a folder, or ``FileNotFoundError`` saying whether it is missing or a file."""
+    root = Path(path).expanduser()
+    if root.is_file():
+        hint = " (unpack the archive first)" if root.suffix.lower() in (".zip", ".gz", ".tar", ".tgz", ".7z") else ""
+        raise FileNotFoundError(f"{what} {str(root)!r} is a file, not a folder{hint}; pass the folder holding the "
+                                "data.")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{what} {str(root)!r} does not exist.")
+    return root
 
 
 def _normalize_folder(name: str) -> str:
@@ -90,9 +105,7 @@ def oasis_kaggle_records(dataset_dir: str | os.PathLike) -> list[dict]:
         FileNotFoundError: ``dataset_dir`` does not exist.
         ValueError: an unknown class folder, a file without a subject ID, or no slices at all.
     """
-    root = Path(dataset_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"OASIS dataset folder {str(root)!r} does not exist.")
+    root = check_folder(dataset_dir, "OASIS dataset folder")
     class_root = _class_root(root)
     records = []
     for folder in sorted(p for p in class_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -113,7 +126,24 @@ def oasis_kaggle_records(dataset_dir: str | os.PathLike) -> list[dict]:
     records.sort(key=lambda r: (r["subject"], r["session"], r["slice"], r["image"]))
     for i, record in enumerate(records):
         record["record_index"] = i
+    _warn_subjects_in_several_classes(records)
     return records
+
+
+def _warn_subjects_in_several_classes(records: Sequence[dict]) -> None:
+    """A subject in two class folders keeps all its slices in one split, but its label is ambiguous: say so."""
+    labels: dict[str, set[int]] = {}
+    for record in records:
+        labels.setdefault(record["subject"], set()).add(record["label"])
+    mixed = {s: sorted(v) for s, v in labels.items() if len(v) > 1}
+    if mixed:
+        shown = ", ".join(f"{s} in {[OASIS_CLASSES[c] for c in v]}" for s, v in list(mixed.items())[:5])
+        more = f" and {len(mixed) - 5} more" if len(mixed) > 5 else ""
+        logger.warning(
+            f"{len(mixed)} subjects have slices in more than one class folder ({shown}{more}): each stays in one "
+            "split (split by its most common class), and each slice keeps the label of its folder. If these are "
+            "copying mistakes, move the slices into one class folder."
+        )
 
 
 def cdr_to_class(cdr: float | None, missing: int | None = 0) -> int | None:
@@ -160,9 +190,7 @@ def oasis_volume_records(
     Raises:
         FileNotFoundError: missing folder or CSV. ValueError: no session folders, a session absent from the CSV.
     """
-    root = Path(dataset_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"OASIS volume folder {str(root)!r} does not exist.")
+    root = check_folder(dataset_dir, "OASIS volume folder")
     cdr = _read_cdr_csv(Path(csv_path).expanduser())
     records = []
     for session_dir in sorted(p for p in root.rglob("*") if p.is_dir() and _SESSION_DIR.match(p.name)):
@@ -207,8 +235,14 @@ def slice_volume_records(
     out.mkdir(parents=True, exist_ok=True)
     slices = []
     for record in records:
-        img = nib.as_closest_canonical(nib.load(record["image"]))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        try:
+            img = nib.as_closest_canonical(nib.load(record["image"]))
+            data = np.asarray(img.dataobj, dtype=np.float32)
+        except Exception as err:  # EOFError (truncated .nii.gz), zlib/OSError, nibabel's own errors
+            raise ValueError(
+                f"cannot read volume {record['image']!r} ({type(err).__name__}: {err}); the file is truncated or "
+                "damaged: re-download it or remove its session folder."
+            ) from None
         data = data.reshape(data.shape[:3])
         if not np.isfinite(data).all():
             raise ValueError(f"volume {record['image']!r} contains NaN or infinite values; fix or remove it.")
@@ -221,8 +255,10 @@ def slice_volume_records(
             if (plane > threshold).mean() < min_foreground:
                 continue
             path = out / f"{record['subject']}_{record['session']}_axial_{z:03d}.nii.gz"
-            if not path.exists():
-                nib.save(nib.Nifti1Image(plane, np.diag([*zooms, 1.0, 1.0])), str(path))
+            if not path.exists():  # written under a temporary name, so a killed run leaves no half file here
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
+                nib.save(nib.Nifti1Image(plane, np.diag([*zooms, 1.0, 1.0])), str(tmp))
+                os.replace(tmp, path)
             slices.append({**{k: v for k, v in record.items() if k != "record_index"}, "image": str(path), "slice": z})
     for i, record in enumerate(slices):
         record["record_index"] = i

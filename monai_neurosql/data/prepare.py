@@ -12,12 +12,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .checks import check_image_files
 from .demo import build_oasis_demo
 from .medmnist import FASHION_MNIST_DIR, download_medmnist, fashion_mnist_to_npz, medmnist_records
-from .oasis import oasis_kaggle_records, oasis_volume_records, slice_volume_records
+from .oasis import check_folder, oasis_kaggle_records, oasis_volume_records, slice_volume_records
 from .splits import subject_stratified_split, write_datalist
 
-__all__ = ["prepare_oasis_split", "prepare_medmnist_split", "image_spacing", "write_data_info", "read_data_info"]
+__all__ = ["image_spacing", "prepare_medmnist_split", "prepare_oasis_split", "read_data_info", "write_data_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,13 @@ def prepare_oasis_split(
     demo_dir: str | os.PathLike | None = None,
     spatial_dims: int = 2,
     axial_range: tuple[float, float] = (0.3, 0.7),
+    min_subjects: int = 1,
 ) -> dict[str, list[dict]]:
     """Records of an OASIS folder (or of the embedded demo), split by subject and written as ``datalist.json``.
+
+    Every image file is decoded once first (:func:`check_image_files`): unreadable files stop here with their
+    names, blank ones are skipped with a warning; the split sizes are checked (``min_subjects`` per split) before
+    any dataset is cached or any epoch runs.
 
     Args:
         dataset_dir: the Kaggle slice folder or the OASIS-1 volume folder; ``None`` or ``""`` builds and uses the
@@ -70,23 +76,25 @@ def prepare_oasis_split(
         demo_dir: demo location; default ``<output_dir>/demo_data``.
         spatial_dims: 2 (slices) or 3 (whole volumes; volumes layout only).
         axial_range: relative axial range of the slices cut from volumes.
+        min_subjects: fewest subjects per split (:func:`subject_stratified_split`).
+
+    Raises:
+        FileNotFoundError: ``dataset_dir`` missing or a file. ValueError: unreadable images (named), unknown
+            layout or class folders, or too few subjects for ``fractions`` (with fractions that would work).
     """
     with _RankZeroFirst() as writer:
         return _prepare_oasis_split(dataset_dir, output_dir, layout, csv_path, fractions, seed, demo_dir, spatial_dims,
-                                    axial_range, writer)
+                                    axial_range, min_subjects, writer)
 
 
 def _prepare_oasis_split(dataset_dir, output_dir, layout, csv_path, fractions, seed, demo_dir, spatial_dims,
-                         axial_range, writer: bool) -> dict[str, list[dict]]:
+                         axial_range, min_subjects, writer: bool) -> dict[str, list[dict]]:
     out = Path(output_dir).expanduser()
     if dataset_dir in (None, ""):
         dataset_dir = build_oasis_demo(demo_dir or out / "demo_data")
         logger.info(f"no dataset_dir given: using the embedded demo set in {dataset_dir}")
         layout = "kaggle"
-    root = Path(dataset_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist; pass the OASIS folder or leave it "
-                                "empty for the embedded demo.")
+    root = check_folder(dataset_dir, "dataset_dir")
     if layout == "auto":
         layout = _detect_layout(root)
     if layout == "kaggle":
@@ -101,7 +109,8 @@ def _prepare_oasis_split(dataset_dir, output_dir, layout, csv_path, fractions, s
             records = slice_volume_records(records, out / "slices", axial_range=axial_range)
     else:
         raise ValueError(f"layout must be 'auto', 'kaggle' or 'volumes', got {layout!r}.")
-    split = subject_stratified_split(records, fractions=fractions, seed=seed)
+    records = check_image_files(records)
+    split = subject_stratified_split(records, fractions=fractions, seed=seed, min_subjects=min_subjects)
     if writer:
         write_datalist(split, out / "datalist.json", base_dir=root, seed=seed, fractions=list(fractions),
                        layout=layout)
@@ -116,8 +125,12 @@ def prepare_medmnist_split(
     output_dir: str | os.PathLike | None = None,
     max_train: int | None = None,
     spatial_dims: int | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, list[dict]]:
     """MedMNIST splits (the release's own train/val/test) as records with in-memory arrays.
+
+    The file is checked and scaled by :func:`medmnist_records` (dtype rules of :func:`intensity_rule`, labels
+    against ``num_classes``, RGB or grey, 2D or 3D) before anything is cached or trained.
 
     Args:
         npz_file: a MedMNIST ``.npz``. When ``None``: ``name`` is downloaded with the ``medmnist`` package (needs
@@ -127,12 +140,19 @@ def prepare_medmnist_split(
         output_dir: where the repacked Fashion-MNIST file and ``datalist.json`` (counts only) go.
         max_train: cap on the training images (the paper caps at 2000).
         spatial_dims: 2 or 3 to check the file against.
+        num_classes: labels must lie in ``0..num_classes-1`` (``None``: only non-negative).
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`medmnist_records`; ``max_train < 1``.
     """
+    if max_train is not None and int(max_train) < 1:
+        raise ValueError(f"max_train must be at least 1 (or None for all training images), got {max_train}.")
     with _RankZeroFirst() as writer:
-        return _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, spatial_dims, writer)
+        return _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, spatial_dims, num_classes,
+                                       writer)
 
 
-def _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, spatial_dims,
+def _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, spatial_dims, num_classes,
                             writer: bool) -> dict[str, list[dict]]:
     if npz_file in (None, ""):
         if name:
@@ -141,7 +161,7 @@ def _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, s
             target = Path(output_dir or ".").expanduser() / "fashionmnist_medmnist.npz"
             npz_file = fashion_mnist_to_npz(target, FASHION_MNIST_DIR)
             logger.info(f"no npz_file or name given: using Fashion-MNIST repacked as {npz_file}")
-    split = medmnist_records(npz_file, spatial_dims)
+    split = medmnist_records(npz_file, spatial_dims, num_classes=num_classes)
     if max_train is not None:
         split["training"] = split["training"][: int(max_train)]
     if output_dir is not None and writer:

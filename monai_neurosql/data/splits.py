@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SPLIT_NAMES", "subject_stratified_split", "write_datalist", "read_datalist"]
+__all__ = ["SPLIT_NAMES", "fractions_that_work", "read_datalist", "subject_stratified_split", "write_datalist"]
 
 #: Split names, as in MONAI datalists.
 SPLIT_NAMES = ("training", "validation", "test")
@@ -25,12 +25,33 @@ def _allocate(count: int, fractions: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
+def _split_sizes(strata_sizes: Sequence[int], fractions: Sequence[float]) -> list[int]:
+    """Subjects per split when each stratum is dealt by :func:`_allocate`."""
+    totals = [0] * len(fractions)
+    for size in strata_sizes:
+        for i, count in enumerate(_allocate(size, fractions)):
+            totals[i] += count
+    return totals
+
+
+def fractions_that_work(strata_sizes: Sequence[int], num_splits: int = 3, min_subjects: int = 1) -> list[float] | None:
+    """The largest training fraction of 0.9, 0.8, ..., 0.1 (the rest shared equally), or equal fractions, that
+    gives every split at least ``min_subjects`` subjects for these class sizes; ``None`` if none does."""
+    for train in [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 1.0 / num_splits]:
+        rest = round((1.0 - train) / (num_splits - 1), 4)
+        fractions = [round(1.0 - rest * (num_splits - 1), 4)] + [rest] * (num_splits - 1)
+        if min(_split_sizes(strata_sizes, fractions)) >= min_subjects:
+            return fractions
+    return None
+
+
 def subject_stratified_split(
     records: Sequence[dict],
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     stratify_by: str | None = "label",
     seed: int = 0,
     subject_key: str = "subject",
+    min_subjects: int = 1,
 ) -> dict[str, list[dict]]:
     """Split records by subject: no subject is in two splits, and classes keep their proportions.
 
@@ -45,12 +66,15 @@ def subject_stratified_split(
         stratify_by: record key to stratify on, or ``None``.
         seed: shuffling seed; the same records and seed always give the same split.
         subject_key: the subject key.
+        min_subjects: fewest subjects a split with a non-zero fraction may get (checked before anything is
+            trained; a split of 0 fraction may stay empty).
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...]}`` (copies of the records).
 
     Raises:
-        ValueError: bad fractions, or records without a subject.
+        ValueError: bad fractions, records without a subject, or a split with fewer than ``min_subjects``
+            subjects (the message gives the subject counts and fractions that would work).
     """
     fractions = [float(f) for f in fractions]
     if not 2 <= len(fractions) <= 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
@@ -66,8 +90,21 @@ def subject_stratified_split(
     for subject in sorted(by_subject):
         key = None if stratify_by is None else Counter(r.get(stratify_by) for r in by_subject[subject]).most_common(1)[0][0]
         strata[key].append(subject)
-    rng = np.random.default_rng(seed)
     names = SPLIT_NAMES[: len(fractions)]
+    sizes = [len(strata[k]) for k in sorted(strata, key=str)]
+    got = _split_sizes(sizes, fractions)
+    short = [f"{name} {count}" for name, count, f in zip(names, got, fractions) if f > 0 and count < min_subjects]
+    if short:
+        works = fractions_that_work(sizes, len(fractions), min_subjects)
+        advice = (f"fractions {works} would give {_split_sizes(sizes, works)} subjects" if works else
+                  f"no fractions give {len(fractions)} splits of {min_subjects}+ subjects: add subjects or use "
+                  "2 splits (training, validation)")
+        raise ValueError(
+            f"{len(by_subject)} subjects ({', '.join(f'{n} in class {k}' for k, n in zip(sorted(strata, key=str), sizes))}"
+            f") split by class with fractions {fractions} leave {', '.join(short)} subject(s), fewer than "
+            f"{min_subjects}; {advice}."
+        )
+    rng = np.random.default_rng(seed)
     assigned: dict[str, list[str]] = {name: [] for name in names}
     for key in sorted(strata, key=str):
         subjects = list(strata[key])

@@ -15,7 +15,6 @@ from monai.transforms import (
     Compose,
     CopyItemsd,
     CropForegroundd,
-    EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
     MapTransform,
@@ -35,6 +34,7 @@ __all__ = [
     "AsGrayscaled",
     "CheckFinited",
     "LoadImageCheckedd",
+    "UnitIntensityd",
     "array_transforms",
     "slice_transforms",
     "volume_transforms",
@@ -93,6 +93,40 @@ class CheckFinited(MapTransform):
                     f"image {_source_name(d, key)} contains NaN or infinite values; fix the file (e.g. replace NaNs "
                     "by 0) or remove it from the dataset."
                 )
+        return d
+
+
+class UnitIntensityd(MapTransform):
+    """In-memory arrays to ``float32`` in ``[0, 1]``: ``uint8`` divided by 255, ``bool`` as 0/1, float already in
+    ``[0, 1]`` kept; anything else raises ``ValueError`` naming the record (scale such arrays first, e.g. with
+    :func:`~monai_neurosql.data.medmnist_records`, which applies :func:`~monai_neurosql.data.intensity_rule`)."""
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            array = value if isinstance(value, (np.ndarray, torch.Tensor)) else np.asarray(value)
+            dtype = str(array.dtype).replace("torch.", "")
+            tensor = torch.as_tensor(array)
+            if dtype == "uint8":
+                d[key] = tensor.float() / 255.0
+                continue
+            if dtype == "bool":
+                d[key] = tensor.float()
+                continue
+            if not tensor.is_floating_point():
+                raise ValueError(f"image {_source_name(d, key)} has dtype {dtype}; expected uint8, bool or float in "
+                                 "[0, 1] (scale other types first, e.g. with monai_neurosql.data.medmnist_records).")
+            tensor = tensor.float()
+            if not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"image {_source_name(d, key)} contains NaN or infinite values; fix or remove it.")
+            if tensor.numel() and (float(tensor.min()) < 0.0 or float(tensor.max()) > 1.0):
+                raise ValueError(
+                    f"image {_source_name(d, key)} is float with values in [{float(tensor.min()):g}, "
+                    f"{float(tensor.max()):g}], outside [0, 1]; scale it first (medmnist_records applies one min-max "
+                    "map per file)."
+                )
+            d[key] = tensor
         return d
 
 
@@ -214,7 +248,8 @@ def array_transforms(
     keys: Sequence[str] = ("image",),
     clean_key: str | None = None,
 ) -> Compose:
-    """In-memory 8-bit arrays (MedMNIST ``.npz``), already channel first: scale ``[0, 255] -> [0, 1]``, resize.
+    """In-memory arrays (MedMNIST ``.npz`` records), already channel first: to ``[0, 1]`` by
+    :class:`UnitIntensityd` (``uint8 / 255``, float in ``[0, 1]`` as is), then resize.
 
     Args:
         spatial_size: target size; ``None`` keeps the native size (28/64/128/224).
@@ -222,11 +257,7 @@ def array_transforms(
         augment, keys, clean_key: as in :func:`slice_transforms`.
     """
     keys = list(keys)
-    chain: list = [
-        EnsureTyped(keys, dtype=torch.float32),
-        CheckFinited(keys),
-        ScaleIntensityRanged(keys, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
-    ]
+    chain: list = [UnitIntensityd(keys)]
     if spatial_size is not None:
         chain.append(Resized(keys, spatial_size=ensure_tuple_rep(spatial_size, spatial_dims), mode="area"))
     return _finish(chain, keys, spatial_dims, augment, clean_key)

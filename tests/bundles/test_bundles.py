@@ -38,7 +38,8 @@ def run_workflow(configs, bundle_root, workflow_type="train", **overrides):
 def check_training_outputs(bundle_root: Path, spatial_shape: tuple[int, ...]) -> dict:
     models = bundle_root / "models"
     state = torch.load(models / "model.pt", weights_only=True)
-    assert {"generator", "optimizer", "lr_scheduler", "bank", "assignment", "trainer"} <= set(state)
+    assert {"generator", "optimizer", "lr_scheduler", "bank", "assignment", "trainer", "early_stop", "guard",
+            "checkpointer"} <= set(state)
     assert state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
     assert len(state["assignment"]["history"]) == 2
     assert (models / "best.pt").is_file()
@@ -66,14 +67,15 @@ def tiny_kaggle(tmp_path_factory):
 
 @pytest.mark.slow
 def test_oasis_kaggle_layout_train_resume_infer(tiny_kaggle, tmp_path):
-    run_workflow([OASIS / "train.json"], tmp_path, dataset_dir=str(tiny_kaggle), spatial_size=32, **TINY)
+    run_workflow([OASIS / "train.json"], tmp_path, dataset_dir=str(tiny_kaggle), spatial_size=32, **TINY,
+                 split_fractions=[0.5, 0.25, 0.25])
     info = check_training_outputs(tmp_path, (32, 32))
     split = read_datalist(tmp_path / "runs" / "datalist.json")
     subjects = [{r["subject"] for r in split[name]} for name in ("training", "validation", "test")]
     assert not (subjects[0] & subjects[1]) and not (subjects[0] & subjects[2]) and not (subjects[1] & subjects[2])
     # a resumed run continues from the checkpoint's epoch 2 to epoch 3
     run_workflow([OASIS / "train.json"], tmp_path, dataset_dir=str(tiny_kaggle), spatial_size=32,
-                 **{**TINY, "num_epochs": 3})
+                 **{**TINY, "num_epochs": 3}, split_fractions=[0.5, 0.25, 0.25])
     trainer_state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)["trainer"]
     assert trainer_state["iteration"] == 3 * trainer_state["epoch_length"]
     run_workflow([OASIS / "inference.json"], tmp_path, workflow_type="infer", num_samples=5, seed=1)
@@ -101,7 +103,7 @@ def test_oasis_volume_layout_class_conditional(tmp_path):
     csv = tmp_path / "oasis_cross-sectional.csv"
     csv.write_text("\n".join(rows) + "\n")
     run_workflow([OASIS / "train.json"], tmp_path / "run", dataset_dir=str(data), csv_path=str(csv), spatial_size=16,
-                 conditional=True, **{**TINY, "channels": [8, 8]})
+                 conditional=True, split_fractions=[0.7, 0.15, 0.15], **{**TINY, "channels": [8, 8]})
     info = check_training_outputs(tmp_path / "run", (16, 16))
     assert info["num_classes"] == 4
     bank = torch.load(tmp_path / "run" / "models" / "model.pt", weights_only=True)["bank"]

@@ -52,7 +52,7 @@ def test_errors(tmp_path):
         load_medmnist_npz(bad)
     with pytest.raises(ValueError, match=r"missing the MedMNIST keys \['val_images'\]"):
         load_medmnist_npz(write_npz(tmp_path / "a.npz", val_images=None))
-    with pytest.raises(ValueError, match="train_images has shape"):
+    with pytest.raises(ValueError, match="key 'train_images': shape"):
         load_medmnist_npz(write_npz(tmp_path / "b.npz", train_images=np.zeros((3, 28), np.uint8)))
     with pytest.raises(ValueError, match="expected \\(N, D, H, W\\)"):
         load_medmnist_npz(write_npz(tmp_path / "c.npz"), spatial_dims=3)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -25,7 +26,13 @@ def _records(table):
 @given(table=subject_tables, seed=st.integers(0, 1000))
 def test_split_properties(table, seed):
     records = _records(table)
-    split = subject_stratified_split(records, (0.8, 0.1, 0.1), seed=seed)
+    split = subject_stratified_split(records, (0.8, 0.1, 0.1), seed=seed, min_subjects=0)
+    # with the default minimum of one subject per split, a split that would be empty is refused up front
+    if any(not items for items in split.values()):
+        with pytest.raises(ValueError, match=f"{len(table)} subjects .* fewer than 1"):
+            subject_stratified_split(records, (0.8, 0.1, 0.1), seed=seed)
+    else:
+        assert subject_stratified_split(records, (0.8, 0.1, 0.1), seed=seed) == split
     subjects = {name: {r["subject"] for r in items} for name, items in split.items()}
     # no subject in two splits, every record exactly once
     assert not subjects["training"] & subjects["validation"]
@@ -40,7 +47,7 @@ def test_split_properties(table, seed):
             assert abs(got[label] - fraction * count) < 1.0 + 1e-9
         assert [r["index"] for r in split[name]] == list(range(len(split[name])))
     # deterministic
-    assert split == subject_stratified_split(records, (0.8, 0.1, 0.1), seed=seed)
+    assert split == subject_stratified_split(records, (0.8, 0.1, 0.1), seed=seed, min_subjects=0)
 
 
 def test_two_way_split_and_errors():
@@ -67,3 +74,20 @@ def test_datalist_roundtrip(tmp_path):
     # MONAI reads it as a datalist
     monai_items = load_decathlon_datalist(str(path), is_segmentation=False, data_list_key="training", base_dir=str(base))
     assert [m["image"] for m in monai_items] == [r["image"] for r in split["training"]]
+
+
+@pytest.mark.parametrize("per_class,classes,short,works", [
+    (3, 3, "validation 0, test 0", [0.5, 0.25, 0.25]),  # issue 10: 3 subjects per class, empty validation split
+    (6, 3, "test 0", [0.7, 0.15, 0.15]),  # issue 10: 6 per class, empty test split
+])
+def test_too_few_subjects_are_refused_with_fractions_that_work(per_class, classes, short, works):
+    records = _records([(c, 2) for c in range(classes) for _ in range(per_class)])
+    n = per_class * classes
+    with pytest.raises(ValueError, match=rf"^{n} subjects \({per_class} in class 0, .*\) split by class with fractions "
+                                         rf"\[0.8, 0.1, 0.1\] leave {short} subject\(s\), fewer than 1; fractions "
+                                         rf"{re.escape(str(works))} would give"):
+        subject_stratified_split(records)
+    split = subject_stratified_split(records, works)  # the suggestion works
+    assert all(split.values())
+    with pytest.raises(ValueError, match="no fractions give 3 splits of 1\\+ subjects: add subjects or use 2 splits"):
+        subject_stratified_split(_records([(0, 1), (0, 1)]))
