@@ -61,7 +61,7 @@ def minibatch_run(n: int, iterations: int, threads: int) -> dict:
 
 def full_batch_run(n: int, sparse: bool, candidates: int, threads: int) -> dict:
     from monai_neurosql import LatentBank, SSIML1Loss
-    from monai_neurosql.assignment_step import assign_codes
+    from monai_neurosql.assignment import assign_codes
     from monai_neurosql.networks import ConvGenerator
 
     torch.set_num_threads(threads)

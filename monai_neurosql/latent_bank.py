@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .assignment import solve_assignment
+from .assignment.solvers import solve_assignment
 from .lattice import PRIORS, QuantileLattice
 
 __all__ = ["LatentBank"]

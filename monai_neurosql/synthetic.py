@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import nibabel as nib
 
-from .generate import _labels_tensor, generate
+from .generate import generate, labels_tensor as _labels_tensor
 from .lattice import QuantileLattice
 from .visualize import save_grid_png
 

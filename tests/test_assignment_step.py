@@ -6,7 +6,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from monai_neurosql import LatentBank, pairwise_cost
-from monai_neurosql.assignment_step import assign_codes, collect_images, sparse_certified_assignment
+from monai_neurosql.assignment import assign_codes, collect_images, sparse_certified_assignment
 from monai_neurosql.generate import decode
 from monai_neurosql.networks import ConvGenerator
 from tests.helpers import indexed_dataset, shapes

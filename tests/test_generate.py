@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from monai_neurosql import QuantileLattice, SSIML1Loss
-from monai_neurosql.generate import decode, embed, generate, heldout_assignment_cost
+from monai_neurosql.generate import decode, embed, generate
+from monai_neurosql.validation import heldout_assignment_cost
 from monai_neurosql.networks import ConvGenerator
 
 

@@ -5,7 +5,7 @@ import torch
 from monai.metrics import SSIMMetric
 
 from monai_neurosql import SSIML1Loss, pairwise_cost
-from monai_neurosql.losses import SSIMWindow
+from monai_neurosql.ssim import SSIMWindow
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

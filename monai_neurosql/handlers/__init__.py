@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from .checkpoint_saver import AtomicCheckpointSaver
-from .sample_grid_writer import SampleGridWriter
 from .generative_metrics import GenerativeMetricsHandler
-from .quantile_assignment import QuantileAssignmentHandler, assign_codes, collect_images
+from .quantile_assignment import QuantileAssignmentHandler
+from .sample_grid_writer import SampleGridWriter
 from .validation_assignment import ValidationAssignmentCost
 
 __all__ = [
@@ -12,6 +12,4 @@ __all__ = [
     "QuantileAssignmentHandler",
     "SampleGridWriter",
     "ValidationAssignmentCost",
-    "assign_codes",
-    "collect_images",
 ]

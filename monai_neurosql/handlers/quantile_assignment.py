@@ -11,15 +11,15 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.utils import convert_to_tensor
 
-from ..assignment import ASSIGNMENT_METHODS
-from ..assignment_step import DEFAULT_MAX_DENSE_BYTES, assign_codes, collect_images
+from ..assignment import ASSIGNMENT_METHODS, DEFAULT_MAX_DENSE_BYTES, assign_codes, collect_images
 from ..engines.events import AssignmentEvents
-from ..losses import COST_KINDS, SSIML1Loss
+from ..cost import COST_KINDS
+from ..losses import SSIML1Loss
 
 if TYPE_CHECKING:
     from ..engines.neurosql_trainer import NeuroSQLTrainer
 
-__all__ = ["QuantileAssignmentHandler", "assign_codes", "collect_images"]  # the step functions, re-exported
+__all__ = ["QuantileAssignmentHandler"]
 
 
 class QuantileAssignmentHandler:
@@ -61,7 +61,7 @@ class QuantileAssignmentHandler:
         progress: progress bar over the cost rows in full mode.
         max_dense_bytes: largest dense cost matrix (full mode); above it each row keeps its ``candidates``
             cheapest lattice points and the assignment is solved sparsely with an optimality certificate
-            (:func:`~monai_neurosql.assignment_step.sparse_certified_assignment`). Default 4 GiB.
+            (:func:`~monai_neurosql.assignment.sparse_certified_assignment`). Default 4 GiB.
         candidates: candidates per row on that sparse path. Default 128.
         name: logger name; default the engine's logger.
 

@@ -9,13 +9,13 @@ import torch
 from ignite.engine import Engine, Events
 from monai.utils import convert_to_tensor
 
-from ..generate import heldout_assignment_cost
+from ..validation import heldout_assignment_cost
 
 __all__ = ["ValidationAssignmentCost"]
 
 
 class ValidationAssignmentCost:
-    """Every ``every_n_epochs`` epochs, store :func:`~monai_neurosql.generate.heldout_assignment_cost` of the
+    """Every ``every_n_epochs`` epochs, store :func:`~monai_neurosql.validation.heldout_assignment_cost` of the
     validation images in ``engine.state.metrics[metric_name]`` (lower is better).
 
     Validation images have no latent codes, so their loss is the optimal assignment cost against a fresh

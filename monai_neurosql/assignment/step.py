@@ -12,185 +12,28 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
-from monai.utils import convert_to_tensor
 from tqdm.auto import tqdm
 
-from .assignment import solve_assignment
-from .auction import sparse_auction_assignment
-from .generate import decode
-from .latent_bank import LatentBank
-from .losses import pairwise_cost
+from ..cost import pairwise_cost
+from ..distributed import broadcast as _broadcast
+from ..distributed import gather_rows as _gather_rows
+from ..distributed import sum_over_ranks as _sum_over_ranks
+from ..distributed import world as _world
+from ..generate import decode
+from .solvers import solve_assignment
+from .sparse import sparse_certified_assignment
 
-__all__ = ["assign_codes", "collect_images", "sparse_certified_assignment", "DEFAULT_MAX_DENSE_BYTES"]
+if TYPE_CHECKING:
+    from ..latent_bank import LatentBank
+
+__all__ = ["DEFAULT_MAX_DENSE_BYTES", "assign_codes"]
 
 #: Largest dense cost matrix built before switching to sparse candidates (bytes; 4 GiB = 32k x 32k float32).
 DEFAULT_MAX_DENSE_BYTES = 4 * 2**30
-
-
-def _world() -> tuple[bool, int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return True, dist.get_rank(), dist.get_world_size()
-    return False, 0, 1
-
-
-def collect_images(
-    loader: Iterable, n: int, image_key: str = "image", index_key: str = "index", device: torch.device | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images of ``loader`` with their dataset indices: ``(images, rows)``, sorted by index, duplicates removed.
-
-    Outside ``torch.distributed`` the loader must yield every index ``0..n-1`` exactly once. Under DDP each rank
-    passes its shard (e.g. a ``DistributedSampler`` without shuffling, which may repeat a few indices to even
-    out the shards); the union over ranks must cover every index.
-
-    Raises:
-        ValueError: indices outside ``[0, n)``, or (single process) missing or repeated indices.
-    """
-    chunks, indices = [], []
-    for batch in loader:
-        x = batch[image_key]
-        x = convert_to_tensor(x, track_meta=False, wrap_sequence=True).float()
-        index = torch.as_tensor(batch[index_key]).long().reshape(-1)
-        if index.numel() and (index.min() < 0 or index.max() >= n):
-            raise ValueError(f"assignment loader gave index {index.max().item()} outside [0, {n - 1}].")
-        chunks.append(x.to(device) if device is not None else x)
-        indices.append(index)
-    if not chunks:
-        raise ValueError("the assignment loader yielded no images.")
-    images, index = torch.cat(chunks), torch.cat(indices)
-    distributed, _, _ = _world()
-    counts = torch.bincount(index, minlength=n)
-    if distributed:
-        total = counts.clone().to(_comm_device())
-        dist.all_reduce(total)
-        missing = int((total == 0).sum())
-        if missing:
-            raise ValueError(f"the ranks' assignment loaders together miss {missing} of the {n} training images.")
-    elif not bool((counts == 1).all()):
-        raise ValueError(
-            f"the assignment loader must yield each of the {n} training images exactly once (no shuffling-with-"
-            f"replacement, no drop_last); {int((counts == 0).sum())} were missing and {int((counts > 1).sum())} "
-            "repeated."
-        )
-    order = torch.argsort(index, stable=True)
-    index, images = index[order], images[order.to(images.device)]
-    keep = torch.ones_like(index, dtype=torch.bool)
-    keep[1:] = index[1:] != index[:-1]
-    return images[keep.to(images.device)], index[keep]
-
-
-def _comm_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
-def _gather_rows(local: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ranks' ``(rows, local)`` pieces, on every rank, sorted by row id (a single process returns its own)."""
-    distributed, _, world = _world()
-    if not distributed:
-        return rows, local
-    comm = _comm_device()
-    count = torch.tensor([rows.numel()], device=comm)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
-    size = int(max(int(c) for c in counts))
-    padded = torch.zeros(size, *local.shape[1:], dtype=local.dtype, device=comm)
-    padded[: rows.numel()] = local.to(comm)
-    ids = torch.full((size,), -1, dtype=torch.long, device=comm)
-    ids[: rows.numel()] = rows.to(comm)
-    all_values = [torch.empty_like(padded) for _ in range(world)]
-    all_ids = [torch.empty_like(ids) for _ in range(world)]
-    dist.all_gather(all_values, padded)
-    dist.all_gather(all_ids, ids)
-    values, ids = torch.cat(all_values), torch.cat(all_ids)
-    valid = ids >= 0
-    values, ids = values[valid], ids[valid]
-    order = torch.argsort(ids, stable=True)
-    ids, values = ids[order], values[order]
-    keep = torch.ones_like(ids, dtype=torch.bool)
-    keep[1:] = ids[1:] != ids[:-1]  # rows that two shards both hold (sampler padding)
-    return ids[keep].to(local.device), values[keep].to(local.device)
-
-
-def _broadcast(t: torch.Tensor) -> torch.Tensor:
-    distributed, _, _ = _world()
-    if not distributed:
-        return t
-    buffer = t.to(_comm_device()).contiguous()
-    dist.broadcast(buffer, src=0)
-    return buffer.to(t.device)
-
-
-def sparse_certified_assignment(
-    candidate_rows: Callable[[torch.Tensor | None, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    n: int,
-    candidates: int = 128,
-    max_rounds: int = 6,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Exact-up-to-epsilon assignment of a square ``n x n`` problem from per-row candidate lists.
-
-    ``candidate_rows(rows, K)`` returns, for the given rows (all when ``None``), their ``K`` cheapest columns and
-    costs ``(cols (r, K), costs (r, K), threshold (r,))``, where ``threshold`` is a lower bound of every cost left
-    out (the ``K+1``-th smallest). The sparse problem is solved by :func:`sparse_auction_assignment`; then
-    eps-complementary slackness is checked against the *excluded* entries with the bound
-    ``-c_ij - p_j <= -threshold_i - min(p)``: when it holds for every row, the assignment is within ``n * eps``
-    of the optimum of the full dense problem (a certificate, not an estimate). Rows that fail get four times
-    more candidates and the problem is solved again, warm-started from the prices, up to ``max_rounds`` times.
-
-    Returns:
-        ``(col_ind, info)`` with ``info = {"certified": 0/1, "gap_bound", "candidates", "uncertified_rows",
-        "rounds", "assigned_cost_sum"}``.
-    """
-    k = min(candidates, n)
-    cols, costs, threshold = candidate_rows(None, k)
-    prices = None
-    result = None
-    uncertified = n
-    rounds = 0
-    for rounds in range(1, max_rounds + 1):
-        result = sparse_auction_assignment(cols, costs, n, prices=prices)
-        if not result.feasible:
-            retry = torch.arange(n)
-        else:
-            prices = result.prices
-            row = torch.arange(n, device=cols.device)
-            assigned_cost = costs.double().gather(1, (cols == result.col_ind[:, None]).double().argmax(1)[:, None])
-            assigned_cost = assigned_cost.squeeze(1)
-            assigned_value = -assigned_cost - prices[result.col_ind]
-            excluded_bound = -threshold.double() - prices.min()
-            ok = (assigned_value >= excluded_bound - result.eps) | ~torch.isfinite(threshold)
-            retry = row[~ok].cpu()
-            uncertified = int(retry.numel())
-            if uncertified == 0:
-                break
-        if rounds == max_rounds:
-            break
-        k = min(n, 4 * k)  # at k = n a retried row gets every column: its certificate then holds by definition
-        new_cols, new_costs, new_threshold = candidate_rows(retry, k)
-        width = max(cols.shape[1], new_cols.shape[1])
-
-        def widen(c: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            pad = width - c.shape[1]
-            if pad == 0:
-                return c, v
-            return (torch.cat([c, c[:, :1].expand(-1, pad)], 1),
-                    torch.cat([v, torch.full((v.shape[0], pad), float("inf"), dtype=v.dtype, device=v.device)], 1))
-
-        cols, costs = widen(cols, costs)
-        new_cols, new_costs = widen(new_cols, new_costs)
-        cols[retry.to(cols.device)], costs[retry.to(cols.device)] = new_cols, new_costs
-        threshold[retry.to(threshold.device)] = new_threshold
-        if not result.feasible:
-            prices = None
-    if result is None or not result.feasible:
-        raise RuntimeError(f"no assignment found among {k} candidates per row; raise candidates or max_dense_bytes.")
-    info = {"certified": float(uncertified == 0), "gap_bound": result.gap_bound, "candidates": float(k),
-            "uncertified_rows": float(uncertified), "rounds": float(rounds),
-            "assigned_cost_sum": float(assigned_cost.sum())}
-    return result.col_ind, info
 
 
 @torch.no_grad()
@@ -349,9 +192,3 @@ def assign_codes(
         "seconds": time.perf_counter() - start,
     })
     return stats
-
-
-def _sum_over_ranks(value: float) -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(t)
-    return float(t)
