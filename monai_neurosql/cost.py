@@ -7,10 +7,10 @@ built on the one SSIM implementation, :class:`~monai_neurosql.ssim.SSIMWindow`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 
+from .losses import SSIML1Loss
 from .ssim import SSIMWindow
 
 __all__ = ["COST_KINDS", "pairwise_cost"]
@@ -90,20 +90,14 @@ def pairwise_cost(
     x: torch.Tensor,
     y: torch.Tensor,
     kind: str = "ssim_l1",
-    spatial_dims: int | None = None,
-    win_size: int | Sequence[int] = 11,
-    kernel_sigma: float | Sequence[float] = 1.5,
-    kernel_type: str = "gaussian",
-    data_range: float = 1.0,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    ssim_weight: float = 0.5,
+    loss: SSIML1Loss | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> torch.Tensor:
     """The assignment cost matrix ``C[i, k] = l(x_i, y_k)`` for every pair (paper section 2.4, ``C_{i,k}``).
 
     ``kind="ssim_l1"`` is NeuroSQL's cost ``w * (1 - SSIM) + (1 - w) * mean|x_i - y_k|`` and equals
-    ``SSIML1Loss(reduction="none")(x[i:i+1], y[k:k+1])``; ``"l1"`` is the mean absolute difference and
+    ``loss(x[i:i+1], y[k:k+1])`` for the given :class:`~monai_neurosql.losses.SSIML1Loss` (its SSIM window,
+    constants and weight ``w``; default ``SSIML1Loss(spatial_dims=x.ndim - 2)``); ``"l1"`` is the mean absolute difference and
     ``"l2"`` the mean squared difference (the paper's cheap ablation, one GEMM).
 
     Cost: the per-image SSIM moments are computed once per image (float64); only the covariance of ``x_i`` and ``y_k``
@@ -124,8 +118,8 @@ def pairwise_cost(
         x: ``m x C x [SPATIAL]`` images (rows).
         y: ``k x C x [SPATIAL]`` images (columns), same channel count and spatial shape as ``x``.
         kind: one of :data:`COST_KINDS`.
-        spatial_dims: 2 or 3; inferred from ``x.ndim`` when ``None``.
-        win_size, kernel_sigma, kernel_type, data_range, k1, k2, ssim_weight: as in :class:`SSIML1Loss`.
+        loss: the loss whose settings define ``"ssim_l1"`` (the trainer's loss, so that the assignment
+            minimizes the training loss); ignored by ``"l1"`` and ``"l2"``. Default ``SSIML1Loss(x.ndim - 2)``.
         max_bytes: scratch memory bound (bytes), default 1 GiB.
 
     Returns:
@@ -133,10 +127,12 @@ def pairwise_cost(
 
     Raises:
         ValueError: unknown ``kind``, mismatched shapes, or images smaller than the SSIM window.
+        TypeError: ``loss`` is not an :class:`~monai_neurosql.losses.SSIML1Loss`.
 
     Example::
 
-        cost = pairwise_cost(images, generator(lattice.points))   # (n, n)
+        cost = pairwise_cost(images, generator(lattice.points))                   # (n, n), default SSIM+L1
+        cost = pairwise_cost(images, generator(lattice.points), loss=SSIML1Loss(2, win_size=7))  # loss settings
         col_ind = solve_assignment(cost)
     """
     if kind not in COST_KINDS:
@@ -154,10 +150,10 @@ def pairwise_cost(
         return _pairwise_l2(x, y)
     if kind == "l1":
         return _pairwise_l1(x, y, max_bytes)
-    if not 0.0 <= ssim_weight <= 1.0:
-        raise ValueError(f"ssim_weight must lie in [0, 1], got {ssim_weight}.")
-    spatial_dims = x.ndim - 2 if spatial_dims is None else spatial_dims
-    window = SSIMWindow(spatial_dims, win_size, kernel_sigma, kernel_type, data_range, k1, k2)
+    loss = SSIML1Loss(x.ndim - 2) if loss is None else loss
+    if not isinstance(loss, SSIML1Loss):
+        raise TypeError(f"loss must be an SSIML1Loss (its settings define the ssim_l1 cost), got {type(loss).__name__}.")
+    window, ssim_weight = loss.window, loss.ssim_weight
     window.check_shape(x, "x")
     cost = torch.zeros(x.shape[0], y.shape[0], device=x.device)
     if ssim_weight > 0:

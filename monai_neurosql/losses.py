@@ -60,12 +60,6 @@ class SSIML1Loss(_Loss):
         self.spatial_dims = spatial_dims
         self.ssim_weight = float(ssim_weight)
 
-    def cost_kwargs(self) -> dict:
-        """The :func:`pairwise_cost` arguments that reproduce this loss for every pair (``kind="ssim_l1"``)."""
-        w = self.window
-        return {"win_size": w.win_size, "kernel_sigma": w.kernel_sigma, "kernel_type": w.kernel_type,
-                "data_range": w.data_range, "k1": w.k1, "k2": w.k2, "ssim_weight": self.ssim_weight}
-
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Args: ``input``, ``target``: ``BxCx[SPATIAL]``. Returns the reduced loss (or ``(B,)``)."""
         if input.shape != target.shape:

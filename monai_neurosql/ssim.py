@@ -169,13 +169,6 @@ class SSIMWindow:
         return ssim_map.flatten(1).mean(1).to(x.dtype)
 
     # ------------------------------------------------------------------ all-pairs windows
-    def _window_view(self, image: torch.Tensor) -> torch.Tensor:
-        """``BxCx[SPATIAL]`` -> a view ``(B, C, *positions, *win_size)`` of every window."""
-        view = image
-        for axis, w in enumerate(self.win_size):
-            view = view.unfold(2 + axis, w, 1)
-        return view
-
     def windows(self, image: torch.Tensor, mean: torch.Tensor, weighted: bool = False) -> torch.Tensor:
         """Every window of every channel, centered on its local mean and flattened: ``BxCx[SPATIAL] -> (B, L, P)``.
 

@@ -12,12 +12,12 @@ from tests.ssim_cases import CASES, DEVICES, monai_ssim, rand_images, structured
 def test_pairwise_cost_equals_loss_per_pair(device, shape, kw):
     scale = kw.get("data_range", 1.0)
     x, y = (rand_images(5, *shape, seed=3) * scale).to(device), (rand_images(7, *shape, seed=4) * scale).to(device)
-    cost = pairwise_cost(x, y, **kw)
-    assert cost.shape == (5, 7) and cost.device == x.device and cost.dtype == torch.float32
     loss = SSIML1Loss(spatial_dims=len(shape) - 1, reduction="none", **kw)
+    cost = pairwise_cost(x, y, loss=loss)
+    assert cost.shape == (5, 7) and cost.device == x.device and cost.dtype == torch.float32
     for i in range(5):  # the L1 half scales with data_range
         torch.testing.assert_close(cost[i], loss(x[i : i + 1].expand_as(y), y), rtol=0, atol=1e-5 * scale)
-    ssim = 1 - pairwise_cost(x, y, ssim_weight=1.0, **kw)
+    ssim = 1 - pairwise_cost(x, y, loss=SSIML1Loss(len(shape) - 1, ssim_weight=1.0, **kw))
     for i in range(5):
         torch.testing.assert_close(ssim[i], monai_ssim(x[i : i + 1].expand_as(y), y, **kw).to(device), rtol=0,
                                    atol=1e-5)
@@ -57,5 +57,7 @@ def test_pairwise_cost_errors():
         pairwise_cost(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))
     with pytest.raises(ValueError, match="max_bytes"):
         pairwise_cost(x, x, max_bytes=0)
-    with pytest.raises(ValueError, match="ssim_weight"):
-        pairwise_cost(x, x, ssim_weight=-0.1)
+    with pytest.raises(TypeError, match="SSIML1Loss"):
+        pairwise_cost(x, x, loss=torch.nn.L1Loss())
+    with pytest.raises(ValueError, match="spatial dims"):  # a 3D loss for 2D images
+        pairwise_cost(x, x, loss=SSIML1Loss(3))

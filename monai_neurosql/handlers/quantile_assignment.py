@@ -183,7 +183,7 @@ class QuantileAssignmentHandler:
     def _cost_kwargs(self, engine: NeuroSQLTrainer) -> dict[str, Any]:
         loss = getattr(engine, "loss_function", None)
         if self.cost == "ssim_l1" and isinstance(loss, SSIML1Loss):
-            return {**loss.cost_kwargs(), **self.cost_kwargs}
+            return {"loss": loss, **self.cost_kwargs}
         return self.cost_kwargs
 
     def _assign_full(self, engine: NeuroSQLTrainer) -> dict[str, float]:
