@@ -11,7 +11,23 @@ import torch.nn as nn
 from .assignment.solvers import solve_assignment
 from .lattice import PRIORS, QuantileLattice
 
-__all__ = ["LatentBank"]
+__all__ = ["LatentBank", "group_positions"]
+
+
+def group_positions(
+    labels: torch.Tensor, groups: Sequence[int] | None = None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(group, positions)`` with ``positions = nonzero(labels == group)``, group by group.
+
+    The one place where rows are split by class: the bank's groups, the rows of a batch, the classes of images.
+
+    Args:
+        labels: ``(n,)`` integer group of every position.
+        groups: the groups to yield, in this order (possibly with no positions); default the distinct labels,
+            ascending.
+    """
+    for g in torch.unique(labels).tolist() if groups is None else groups:
+        yield int(g), torch.nonzero(labels == g).flatten()
 
 
 class LatentBank(nn.Module):
@@ -72,8 +88,8 @@ class LatentBank(nn.Module):
         if init == "random":
             self.init_random(seed)
         elif init == "identity":
-            self._set_assignment(torch.cat([self.lattice_rows(g) for g in self.groups()]),
-                                 torch.cat([self.data_rows(g) for g in self.groups()]))
+            _, rows, lattice = zip(*self.iter_groups())  # the i-th row of a group gets its i-th lattice point
+            self._set_assignment(torch.cat(rows), torch.cat(lattice))
         else:
             raise ValueError(f"init must be 'random' or 'identity', got {init!r}; use init_pca() for PCA-sorted.")
 
@@ -142,16 +158,17 @@ class LatentBank(nn.Module):
 
     def data_rows(self, group: int) -> torch.Tensor:
         """Data rows (dataset indices) of ``group``."""
-        return torch.nonzero(self.data_groups == group).flatten()
+        return next(group_positions(self.data_groups, [group]))[1]
 
     def lattice_rows(self, group: int) -> torch.Tensor:
         """Lattice indices owned by ``group``."""
-        return torch.nonzero(self.lattice_groups == group).flatten()
+        return next(group_positions(self.lattice_groups, [group]))[1]
 
     def iter_groups(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Yield ``(group, data rows, lattice indices)`` for every group."""
-        for g in self.groups():
-            yield g, self.data_rows(g), self.lattice_rows(g)
+        lattice = dict(group_positions(self.lattice_groups))
+        for g, rows in group_positions(self.data_groups):
+            yield g, rows, lattice[g]
 
     # ------------------------------------------------------------------ updates
     def _set_assignment(self, rows: torch.Tensor, lattice_idx: torch.Tensor) -> None:
