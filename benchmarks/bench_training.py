@@ -66,7 +66,7 @@ def _train(config: dict, queue: mp.Queue) -> None:
     if config["mode"] in ("full", "minibatch"):
         assignment = QuantileAssignmentHandler(
             assignment_loader(ds) if config["mode"] == "full" else None, mode=config["mode"], every_n_epochs=2,
-            method="hungarian")
+            settings={"method": "hungarian"})
         handlers.append(assignment)
     trainer = NeuroSQLTrainer("cpu", epochs, loader, generator, bank, optimizer, loss_function=SSIML1Loss(2),
                               train_handlers=handlers, seed=0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .assignment import ASSIGNMENT_METHODS, assignment_cost, solve_assignment
+# the assignment package first: latent_bank and generate import its solvers, and its step imports them back
+from .assignment import ASSIGNMENT_METHODS, AssignmentSettings, assignment_cost, solve_assignment
 from .cost import COST_KINDS, pairwise_cost
 from .generate import decode, embed, generate
 from .latent_bank import LatentBank
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ASSIGNMENT_METHODS",
+    "AssignmentSettings",
     "COST_KINDS",
     "LatentBank",
     "PRIORS",

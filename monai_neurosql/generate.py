@@ -8,11 +8,12 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn as nn
 
-from .lattice import QuantileLattice
 from .cost import pairwise_cost
+from .latent_bank import group_positions
+from .lattice import QuantileLattice
 from .losses import SSIML1Loss
 
-__all__ = ["decode", "embed", "eval_mode", "generate", "labels_tensor"]
+__all__ = ["decode", "device_of", "embed", "eval_mode", "generate", "labels_tensor"]
 
 
 @contextlib.contextmanager
@@ -26,7 +27,8 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def _device_of(module: nn.Module) -> torch.device:
+def device_of(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter (the CPU for a module without parameters)."""
     param = next(iter(module.parameters()), None)
     return param.device if param is not None else torch.device("cpu")
 
@@ -75,7 +77,7 @@ def decode(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    run_on = _device_of(generator)
+    run_on = device_of(generator)
     out_device = run_on if device is None else torch.device(device)
     labels_t = labels_tensor(labels, codes.shape[0])
     chunks = []
@@ -136,8 +138,8 @@ def embed(
     """Latent codes for (unseen) images: the best lattice point, refined by gradient steps on ``z``.
 
     This is NeuroSQL's dimensionality-reduction use: with ``G`` frozen, each image gets the lattice point whose
-    decoding has the lowest SSIM+L1 cost (for conditional generators among decodings of its own class), then
-    ``steps`` Adam steps minimize the loss over ``z`` alone.
+    decoding has the lowest cost under ``loss_function`` (for conditional generators among decodings of its own
+    class), then ``steps`` Adam steps minimize that loss over ``z`` alone.
 
     Args:
         generator: a trained generator (not modified).
@@ -147,23 +149,25 @@ def embed(
         lr: Adam learning rate for ``z``.
         labels: classes of the images for class-conditional generators.
         batch_size: decoding batch size.
-        loss_function: per-sample loss (``reduction="none"``); default ``SSIML1Loss``.
+        loss_function: the loss, e.g. the trainer's ``loss_function``; an :class:`~monai_neurosql.SSIML1Loss` also
+            sets the cost of the lattice search (:func:`~monai_neurosql.pairwise_cost`). Default
+            ``SSIML1Loss(spatial_dims, reduction="none")``.
 
     Returns:
         ``(N, d)`` codes on the CPU.
     """
-    device = _device_of(generator)
+    device = device_of(generator)
     images = images.to(device).float()
     n = images.shape[0]
     labels_t = labels_tensor(labels, n)
     loss_fn = loss_function or SSIML1Loss(images.ndim - 2, reduction="none")
     points = lattice.points.to(device)
     codes = torch.empty(n, lattice.dim, device=device)
-    groups = [None] if labels_t is None else torch.unique(labels_t).tolist()
-    for g in groups:
-        rows = torch.arange(n) if g is None else torch.nonzero(labels_t == g).flatten()
-        decoded = decode(generator, points, None if g is None else g, batch_size)
-        cost = pairwise_cost(images[rows.to(device)], decoded)
+    cost_loss = loss_fn if isinstance(loss_fn, SSIML1Loss) else None
+    groups = [(None, torch.arange(n))] if labels_t is None else group_positions(labels_t)
+    for g, rows in groups:
+        decoded = decode(generator, points, g, batch_size)
+        cost = pairwise_cost(images[rows.to(device)], decoded, loss=cost_loss)
         codes[rows.to(device)] = points[cost.argmin(dim=1)]
     if steps > 0:
         z = codes.clone().requires_grad_(True)

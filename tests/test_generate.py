@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_neurosql import QuantileLattice, SSIML1Loss
+from monai_neurosql import QuantileLattice, SSIML1Loss, pairwise_cost
 from monai_neurosql.generate import decode, embed, generate
 from monai_neurosql.networks import ConvGenerator
 
@@ -49,3 +49,15 @@ def test_embed_improves_on_random_codes():
     assert codes.shape == (6, 4)
     assert refined_loss <= lattice_loss < random_loss
     assert all(p.requires_grad for p in net.parameters())  # generator left as it was
+
+
+def test_embed_searches_the_lattice_under_the_given_loss():
+    net = _net()
+    lattice = QuantileLattice.sobol_gaussian(64, 4)
+    images = torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    outputs = decode(net, lattice.points)
+    for loss in (SSIML1Loss(2, win_size=5, reduction="none"), SSIML1Loss(2, reduction="none")):
+        expected = lattice.points[pairwise_cost(images, outputs, loss=loss).argmin(1)]
+        torch.testing.assert_close(embed(net, images, lattice, steps=0, loss_function=loss), expected)
+    small = embed(net, images, lattice, steps=0, loss_function=SSIML1Loss(2, win_size=5, reduction="none"))
+    assert not torch.equal(small, embed(net, images, lattice, steps=0))  # the window changes the best points

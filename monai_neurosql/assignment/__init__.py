@@ -4,6 +4,7 @@
 - :mod:`.auction`: Bertsekas' auction with epsilon scaling (dense and sparse), on the costs' device;
 - :mod:`.sparse`: the sparse certified solver used beyond the dense memory bound;
 - :mod:`.images`: :func:`collect_images`, the training images from a loader in index order;
+- :mod:`.settings`: :class:`AssignmentSettings`, how one assignment is computed (shared by the step and handlers);
 - :mod:`.step`: :func:`assign_codes`, one assignment of the latent bank (full batch or mini-batch, DDP-aware).
 """
 
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 from .auction import AuctionResult, auction_assignment, sparse_auction_assignment
 from .images import collect_images
+from .settings import DEFAULT_MAX_DENSE_BYTES, AssignmentSettings
 from .solvers import ASSIGNMENT_METHODS, assignment_cost, solve_assignment
 from .sparse import sparse_certified_assignment
-from .step import DEFAULT_MAX_DENSE_BYTES, assign_codes
+from .step import assign_codes
 
 __all__ = [
     "ASSIGNMENT_METHODS",
     "DEFAULT_MAX_DENSE_BYTES",
+    "AssignmentSettings",
     "AuctionResult",
     "assign_codes",
     "assignment_cost",

@@ -48,7 +48,8 @@ def test_trainer_equals_handwritten_algorithm_1():
     images, classes, net, bank, opt = _setup(n=48, lr=2e-2)
     net0, bank0 = copy.deepcopy(net), copy.deepcopy(bank)
     ds = indexed_dataset(images)
-    handler = QuantileAssignmentHandler(assignment_loader(ds, batch_size=20), every_n_epochs=3, momentum=0.7)
+    handler = QuantileAssignmentHandler(assignment_loader(ds, batch_size=20), every_n_epochs=3,
+                                        settings={"momentum": 0.7})
     trainer = _trainer(images, classes, net, bank, opt, epochs=6, handlers=[handler])
     trainer.run()
 
@@ -94,7 +95,7 @@ def test_assignment_matters():
 def test_minibatch_mode_algorithm_2():
     images, classes, net, bank, opt = _setup(n=64)
     start = bank.assignment.clone()
-    handler = QuantileAssignmentHandler(mode="minibatch", method="greedy", seed=1)
+    handler = QuantileAssignmentHandler(mode="minibatch", settings={"method": "greedy"}, seed=1)
     events = []
     trainer = _trainer(images, classes, net, bank, opt, epochs=2, handlers=[handler])
     trainer.add_event_handler(AssignmentEvents.ASSIGNMENT_COMPLETED, lambda e: events.append(e.state.assignment))
