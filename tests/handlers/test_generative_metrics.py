@@ -8,6 +8,12 @@ from ignite.engine import Engine, Events
 
 from monai_neurosql import generate
 from monai_neurosql.handlers import GenerativeMetricsHandler
+from tests.handlers.tiny_trainer import make_tiny
+
+
+@pytest.fixture
+def tiny():
+    return make_tiny()
 
 
 def _engine(tiny):

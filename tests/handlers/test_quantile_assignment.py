@@ -14,7 +14,12 @@ from monai_neurosql.data import assignment_loader
 from monai_neurosql.engines import AssignmentEvents
 from monai_neurosql.generate import decode
 from monai_neurosql.handlers import QuantileAssignmentHandler
-from tests.handlers.conftest import TRAIN_LOSS, make_tiny
+from tests.handlers.tiny_trainer import TRAIN_LOSS, make_tiny
+
+
+@pytest.fixture
+def tiny():
+    return make_tiny()
 
 
 def _handler(tiny, **kw):

@@ -11,7 +11,12 @@ from PIL import Image
 from monai_neurosql import generate
 from monai_neurosql.handlers import SampleGridWriter
 from monai_neurosql.visualize import make_grid
-from tests.handlers.conftest import make_tiny
+from tests.handlers.tiny_trainer import make_tiny
+
+
+@pytest.fixture
+def tiny():
+    return make_tiny()
 
 
 def _engine(tiny):

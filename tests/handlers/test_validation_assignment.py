@@ -10,8 +10,13 @@ from monai_neurosql import SSIML1Loss
 from monai_neurosql.data import assignment_loader
 from monai_neurosql.handlers import ValidationAssignmentCost
 from monai_neurosql.validation import heldout_assignment_cost
-from tests.handlers.conftest import TRAIN_LOSS, make_tiny
+from tests.handlers.tiny_trainer import TRAIN_LOSS, make_tiny
 from tests.helpers import indexed_dataset, shapes
+
+
+@pytest.fixture
+def tiny():
+    return make_tiny()
 
 
 def _val_loader(n=12, seed=5, labels=False):

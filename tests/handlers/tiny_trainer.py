@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
 import torch
 from monai.data import Dataset
 
@@ -42,8 +41,3 @@ def make_tiny(n: int = 24, conditional: bool = False, seed: int = 0) -> Tiny:
     net = ConvGenerator(2, 3, spatial_size=16, channels=(16, 8), num_classes=2 if conditional else None)
     bank = LatentBank.class_conditional(labels, 3, seed=seed) if conditional else LatentBank.create(n, 3, seed=seed)
     return Tiny(images, labels, net, bank, conditional)
-
-
-@pytest.fixture
-def tiny() -> Tiny:
-    return make_tiny()
