@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -30,7 +31,7 @@ class ResNetGenerator(LatentGenerator):
         channels: width of the projection followed by the width of each upsampling block.
         act: activation. Default ReLU.
         norm: normalization. Default batch norm.
-        num_classes, class_embed_size, out_act: see :class:`LatentGenerator`.
+        kwargs: ``num_classes``, ``class_embed_size``, ``out_act`` of :class:`LatentGenerator`.
     """
 
     def __init__(
@@ -42,12 +43,10 @@ class ResNetGenerator(LatentGenerator):
         channels: Sequence[int] = (128, 128, 64, 32),
         act: str | tuple = "relu",
         norm: str | tuple = "batch",
-        num_classes: int | None = None,
-        class_embed_size: int | None = None,
-        out_act: str | tuple | None = "sigmoid",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
-        self.build_projection(channels)
+        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, channels, **kwargs)
+        self.build_projection()
         channels = self.channels
         blocks: list[nn.Module] = []
         for c_in, c_out in zip(channels[:-1], channels[1:]):
