@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_fashion_mnist, machine_lines, markdown_table, peak_rss_mib, run_in_fresh_process  # noqa: E402
+from _common import load_fashion_mnist, machine_lines, markdown_table, peak_rss_mib, run_in_fresh_process
 
 
 def minibatch_run(n: int, iterations: int, threads: int) -> dict:

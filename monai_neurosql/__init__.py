@@ -16,10 +16,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ASSIGNMENT_METHODS",
-    "AssignmentSettings",
     "COST_KINDS",
-    "LatentBank",
     "PRIORS",
+    "AssignmentSettings",
+    "LatentBank",
     "QuantileLattice",
     "SSIML1Loss",
     "SSIMWindow",

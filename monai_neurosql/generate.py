@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .cost import pairwise_cost
 from .latent_bank import group_positions

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .assignment.solvers import solve_assignment
 from .lattice import PRIORS, QuantileLattice
@@ -198,7 +198,7 @@ class LatentBank(nn.Module):
             x = flat[rows.cpu()]
             x = x - x.mean(0, keepdim=True)
             q = min(self.dim, x.shape[0], x.shape[1])
-            u, s, _ = torch.linalg.svd(x, full_matrices=False)
+            u, _, _ = torch.linalg.svd(x, full_matrices=False)
             scores = torch.zeros(x.shape[0], self.dim, dtype=torch.float64)
             scores[:, :q] = u[:, :q] * np.sqrt(max(1, x.shape[0] - 1))  # unit variance per component
             points = self.lattice_points[lat].double().cpu()

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from monai.data import CacheDataset
 
 from monai_neurosql import LatentBank, SSIML1Loss, generate
 from monai_neurosql.data import (
@@ -33,7 +34,6 @@ from monai_neurosql.handlers import QuantileAssignmentHandler
 from monai_neurosql.networks import ConvGenerator, count_parameters
 from monai_neurosql.synthetic import write_synthetic
 from monai_neurosql.visualize import save_grid_png
-from monai.data import CacheDataset
 
 QUICK = os.environ.get("NEUROSQL_QUICK") == "1"
 WORK = Path(os.environ.get("NEUROSQL_WORKDIR", "quickstart_run"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["solve_assignment", "assignment_cost", "ASSIGNMENT_METHODS"]
+__all__ = ["ASSIGNMENT_METHODS", "assignment_cost", "solve_assignment"]
 
 #: Methods accepted by :func:`solve_assignment`.
 ASSIGNMENT_METHODS = ("hungarian", "scipy", "lapjv", "greedy", "auction")

@@ -14,6 +14,15 @@ from .auction import sparse_auction_assignment
 __all__ = ["sparse_certified_assignment"]
 
 
+def _widen(cols: torch.Tensor, costs: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate lists padded to ``width`` columns with a repeated column at infinite cost (never chosen)."""
+    pad = width - cols.shape[1]
+    if pad == 0:
+        return cols, costs
+    inf = torch.full((costs.shape[0], pad), float("inf"), dtype=costs.dtype, device=costs.device)
+    return torch.cat([cols, cols[:, :1].expand(-1, pad)], 1), torch.cat([costs, inf], 1)
+
+
 def sparse_certified_assignment(
     candidate_rows: Callable[[torch.Tensor | None, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     n: int,
@@ -61,16 +70,8 @@ def sparse_certified_assignment(
         k = min(n, 4 * k)  # at k = n a retried row gets every column: its certificate then holds by definition
         new_cols, new_costs, new_threshold = candidate_rows(retry, k)
         width = max(cols.shape[1], new_cols.shape[1])
-
-        def widen(c: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            pad = width - c.shape[1]
-            if pad == 0:
-                return c, v
-            return (torch.cat([c, c[:, :1].expand(-1, pad)], 1),
-                    torch.cat([v, torch.full((v.shape[0], pad), float("inf"), dtype=v.dtype, device=v.device)], 1))
-
-        cols, costs = widen(cols, costs)
-        new_cols, new_costs = widen(new_cols, new_costs)
+        cols, costs = _widen(cols, costs, width)
+        new_cols, new_costs = _widen(new_cols, new_costs, width)
         cols[retry.to(cols.device)], costs[retry.to(cols.device)] = new_cols, new_costs
         threshold[retry.to(threshold.device)] = new_threshold
         if not result.feasible:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn as nn
 from monai.networks.blocks import ADN, Convolution
+from torch import nn
 
 from .latent_generator import LatentGenerator
 
@@ -65,7 +66,7 @@ class ConvGenerator(LatentGenerator):
         self.up = nn.Sequential(*[
             Convolution(spatial_dims, c_in, c_out, strides=2, kernel_size=kernel_size, act=act, norm=norm,
                         is_transposed=True)
-            for c_in, c_out in zip(channels[:-1], channels[1:])
+            for c_in, c_out in itertools.pairwise(channels)
         ])
         self.head = Convolution(spatial_dims, channels[-1], out_channels, kernel_size=3, conv_only=True)
 

@@ -6,9 +6,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 from monai.networks.layers.factories import Act
 from monai.utils import ensure_tuple_rep
+from torch import nn
 
 __all__ = ["LatentGenerator", "count_parameters"]
 

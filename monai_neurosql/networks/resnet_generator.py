@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn as nn
 from monai.networks.blocks import Convolution, ResidualUnit, UpSample
+from torch import nn
 
 from .latent_generator import LatentGenerator
 
@@ -49,7 +50,7 @@ class ResNetGenerator(LatentGenerator):
         self.build_projection()
         channels = self.channels
         blocks: list[nn.Module] = []
-        for c_in, c_out in zip(channels[:-1], channels[1:]):
+        for c_in, c_out in itertools.pairwise(channels):
             blocks.append(UpSample(spatial_dims, c_in, scale_factor=2, mode="nontrainable", interp_mode="nearest",
                                    align_corners=None))
             blocks.append(ResidualUnit(spatial_dims, c_in, c_out, subunits=2, act=act, norm=norm))
