@@ -123,7 +123,8 @@ def main() -> None:
     args = parser.parse_args()
     n, epochs = (300, 4) if args.quick else (2000, 10)
     with open("/proc/cpuinfo") as info:
-        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                   platform.processor())
     print(f"torch {torch.__version__}, {args.threads} threads, {cpu}\n")
 
     print(f"## Fashion-MNIST, n = {n}, 28x28, latent 16, ConvGenerator, batch 64, {epochs} epochs\n")

@@ -97,8 +97,8 @@ def pairwise_cost(
 
     ``kind="ssim_l1"`` is NeuroSQL's cost ``w * (1 - SSIM) + (1 - w) * mean|x_i - y_k|`` and equals
     ``loss(x[i:i+1], y[k:k+1])`` for the given :class:`~monai_neurosql.losses.SSIML1Loss` (its SSIM window,
-    constants and weight ``w``; default ``SSIML1Loss(spatial_dims=x.ndim - 2)``); ``"l1"`` is the mean absolute difference and
-    ``"l2"`` the mean squared difference (the paper's cheap ablation, one GEMM).
+    constants and weight ``w``; default ``SSIML1Loss(spatial_dims=x.ndim - 2)``); ``"l1"`` is the mean absolute
+    difference and ``"l2"`` the mean squared difference (the paper's cheap ablation, one GEMM).
 
     Cost: the per-image SSIM moments are computed once per image (float64); only the covariance of ``x_i`` and ``y_k``
     needs per-pair work, done as batched GEMMs over centered windows (``L * P`` multiply-adds per pair, ``L`` window
@@ -109,8 +109,8 @@ def pairwise_cost(
     1e-5 on typical images and to ~5e-5 on such windows.
 
     Memory bound: besides the inputs, their per-image moments (``24 * L`` bytes per image: mean and variance in
-    float64 and float32, ``L`` = channels x window positions) and the ``(m, k)`` output, scratch memory stays below about ``max_bytes`` whatever ``m``
-    and ``k`` are: at most ``0.9 * max_bytes`` of unfolded windows for a row and a column chunk (both at least
+    float64 and float32, ``L`` = channels x window positions) and the ``(m, k)`` output, scratch memory stays
+    below about ``max_bytes`` whatever ``m`` and ``k`` are: at most ``0.9 * max_bytes`` of unfolded windows for a row and a column chunk (both at least
     one image: one image's windows take ``4 * L * P`` bytes, 1.4 MB at 64x64 and 6.7 MB at 128x128), plus a
     few 2 MB formula blocks.
 
@@ -152,7 +152,8 @@ def pairwise_cost(
         return _pairwise_l1(x, y, max_bytes)
     loss = SSIML1Loss(x.ndim - 2) if loss is None else loss
     if not isinstance(loss, SSIML1Loss):
-        raise TypeError(f"loss must be an SSIML1Loss (its settings define the ssim_l1 cost), got {type(loss).__name__}.")
+        raise TypeError(f"loss must be an SSIML1Loss (its settings define the ssim_l1 cost), got "
+                        f"{type(loss).__name__}.")
     window, ssim_weight = loss.window, loss.ssim_weight
     window.check_shape(x, "x")
     cost = torch.zeros(x.shape[0], y.shape[0], device=x.device)

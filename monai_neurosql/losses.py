@@ -6,7 +6,7 @@ cost, is :func:`~monai_neurosql.cost.pairwise_cost`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.nn.modules.loss import _Loss
@@ -22,41 +22,42 @@ class SSIML1Loss(_Loss):
     SSIM is MONAI's :class:`~monai.metrics.SSIMMetric` (same window and constants), computed with separable
     filtering so that 3D volumes stay cheap. The loss is computed in float32 also under autocast.
 
+    The loss object is the one way to name these settings: :func:`~monai_neurosql.pairwise_cost` and the
+    assignment take it (``loss=``) to build the same cost for every pair.
+
     Args:
         spatial_dims: 2 or 3.
-        win_size: SSIM window size. Default 11.
-        kernel_sigma: Gaussian window standard deviation. Default 1.5.
-        kernel_type: ``"gaussian"`` or ``"uniform"``.
-        data_range: dynamic range of the images. Default 1.0 (images in ``[0, 1]``).
-        k1: luminance stability constant. Default 0.01.
-        k2: contrast stability constant. Default 0.03.
         ssim_weight: ``w`` above. Default 0.5.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-sample losses, shape ``(B,)``).
+        window: the SSIM window settings of :class:`~monai_neurosql.ssim.SSIMWindow`, by keyword: ``win_size``
+            (default 11), ``kernel_sigma`` (1.5), ``kernel_type`` (``"gaussian"`` or ``"uniform"``),
+            ``data_range`` (1.0, images in ``[0, 1]``), ``k1`` (0.01), ``k2`` (0.03).
+
+    Raises:
+        ValueError: ``reduction``, ``ssim_weight`` or a window setting out of range.
+        TypeError: an unknown keyword.
 
     Example::
 
         loss = SSIML1Loss(spatial_dims=2)
         value = loss(generator(z), images)   # images: Bx1xHxW in [0, 1]
+        loss = SSIML1Loss(2, win_size=7, reduction="none")   # bundle JSON: {"_target_": ..., "win_size": 7}
     """
 
     def __init__(
         self,
         spatial_dims: int,
-        win_size: int | Sequence[int] = 11,
-        kernel_sigma: float | Sequence[float] = 1.5,
-        kernel_type: str = "gaussian",
-        data_range: float = 1.0,
-        k1: float = 0.01,
-        k2: float = 0.03,
+        *,
         ssim_weight: float = 0.5,
         reduction: str = "mean",
+        **window: Any,
     ) -> None:
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
         super().__init__(reduction=reduction)
         if not 0.0 <= ssim_weight <= 1.0:
             raise ValueError(f"ssim_weight must lie in [0, 1], got {ssim_weight}.")
-        self.window = SSIMWindow(spatial_dims, win_size, kernel_sigma, kernel_type, data_range, k1, k2)
+        self.window = SSIMWindow(spatial_dims, **window)
         self.spatial_dims = spatial_dims
         self.ssim_weight = float(ssim_weight)
 

@@ -1,6 +1,7 @@
 """Linear assignment between data and lattice (paper section 2.4, Algorithms 1-3, appendix G), and the step.
 
-- :mod:`.solvers`: :func:`solve_assignment` (exact: scipy / lapx; greedy = Algorithm 3; auction), :func:`assignment_cost`;
+- :mod:`.solvers`: :func:`solve_assignment` (exact: scipy / lapx; greedy = Algorithm 3; auction) and
+  :func:`assignment_cost`;
 - :mod:`.auction`: Bertsekas' auction with epsilon scaling (dense and sparse), on the costs' device;
 - :mod:`.sparse`: the sparse certified solver used beyond the dense memory bound;
 - :mod:`.images`: :func:`collect_images`, the training images from a loader in index order;

@@ -24,8 +24,8 @@ class AssignmentSettings:
     """Settings of one quantile assignment ``C[i, k] = l(X_i, G(Q_k))``, solve, momentum update (Algorithm 1
     lines 5-7, Algorithm 2 lines 9-15).
 
-    :func:`~monai_neurosql.assignment.assign_codes` reads them; :class:`~monai_neurosql.handlers.QuantileAssignmentHandler`
-    (which decides *when* and *on which images*) and :class:`~monai_neurosql.handlers.ValidationAssignmentCost`
+    :func:`~monai_neurosql.assignment.assign_codes` reads them;
+    :class:`~monai_neurosql.handlers.QuantileAssignmentHandler` (which decides *when* and *on which images*) and :class:`~monai_neurosql.handlers.ValidationAssignmentCost`
     pass them on. A new lever for *how* one assignment is computed is one field here, checked in
     ``__post_init__``; a lever of the cost itself (e.g. a lower resolution) is applied in :meth:`cost_matrix`,
     the only place the step computes costs.
