@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 
 from monai_neurosql import generate
 from monai_neurosql.handlers import GenerativeMetricsHandler
@@ -16,12 +16,6 @@ def tiny():
     return make_tiny()
 
 
-def _engine(tiny):
-    engine = Engine(lambda e, b: None)
-    engine.generator, engine.bank = tiny.net, tiny.bank
-    return engine
-
-
 def test_metrics_of_seeded_samples_every_n_epochs(tiny, caplog):
     seen = []
 
@@ -31,7 +25,7 @@ def test_metrics_of_seeded_samples_every_n_epochs(tiny, caplog):
 
     handler = GenerativeMetricsHandler(tiny.images, {"gap": mean_gap, "count": lambda r, f: len(f)}, num_samples=6,
                                        every_n_epochs=2, seed=5)
-    engine = _engine(tiny)
+    engine = tiny.engine()
     handler.attach(engine)
     handler.attach(engine)  # attaching twice registers once
     values = []
@@ -54,7 +48,7 @@ def test_custom_sampler(tiny):
 
     handler = GenerativeMetricsHandler(tiny.images, {"fake_mean": lambda r, f: f.mean()}, num_samples=3,
                                        every_n_epochs=1, seed=2, sampler=sampler)
-    engine = _engine(tiny)
+    engine = tiny.engine()
     handler.attach(engine)
     engine.run(range(1), max_epochs=2)
     assert calls == [(3, 2), (3, 2)] and engine.state.metrics["fake_mean"] == 0.0

@@ -5,7 +5,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
 from PIL import Image
 
 from monai_neurosql import generate
@@ -17,12 +16,6 @@ from tests.handlers.tiny_trainer import make_tiny
 @pytest.fixture
 def tiny():
     return make_tiny()
-
-
-def _engine(tiny):
-    engine = Engine(lambda e, b: None)
-    engine.generator, engine.bank = tiny.net, tiny.bank
-    return engine
 
 
 class _Writer:
@@ -37,7 +30,7 @@ def test_grids_at_every_n_epochs_and_at_the_end(tiny, tmp_path, caplog):
     writer = _Writer()
     handler = SampleGridWriter(tmp_path / "grids", num_samples=4, every_n_epochs=2, seed=1, summary_writer=writer,
                                scale=3)
-    engine = _engine(tiny)
+    engine = tiny.engine()
     handler.attach(engine)
     handler.attach(engine)  # attaching twice registers once
     with caplog.at_level(logging.INFO):
@@ -56,7 +49,7 @@ def test_grids_at_every_n_epochs_and_at_the_end(tiny, tmp_path, caplog):
 
 def test_last_epoch_on_the_schedule_is_written_once(tiny, tmp_path):
     writer = _Writer()
-    engine = _engine(tiny)
+    engine = tiny.engine()
     SampleGridWriter(tmp_path, num_samples=2, every_n_epochs=2, summary_writer=writer).attach(engine)
     engine.run(range(1), max_epochs=2)
     assert [step for _, _, step, _ in writer.calls] == [2]
@@ -64,7 +57,7 @@ def test_last_epoch_on_the_schedule_is_written_once(tiny, tmp_path):
 
 def test_conditional_grid_has_one_row_per_class(tmp_path):
     tiny = make_tiny(n=12, conditional=True)
-    engine = _engine(tiny)
+    engine = tiny.engine()
     SampleGridWriter(tmp_path, num_samples=5, every_n_epochs=1, scale=1).attach(engine)
     engine.run(range(1), max_epochs=1)
     labels = torch.tensor([0, 0, 1, 1, 0])  # two per class, the remainder filled with class 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from ignite.engine import Engine
 from monai.data import Dataset
 
 from monai_neurosql import LatentBank, SSIML1Loss
@@ -24,6 +25,12 @@ class Tiny:
     net: ConvGenerator
     bank: LatentBank
     conditional: bool
+
+    def engine(self) -> Engine:
+        """A bare ignite engine that carries the generator and bank (enough for the sampling handlers)."""
+        engine = Engine(lambda e, b: None)
+        engine.generator, engine.bank = self.net, self.bank
+        return engine
 
     def dataset(self) -> Dataset:
         return indexed_dataset(self.images, self.labels if self.conditional else None)
