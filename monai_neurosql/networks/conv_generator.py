@@ -30,10 +30,7 @@ class ConvGenerator(LatentGenerator):
     ``512 -> 256 -> 128 -> ...``; ours default to ``(256, 128, 64, 32)`` to stay light on CPUs.
 
     Args:
-        spatial_dims: 2 or 3.
-        latent_size: latent dimension ``d``.
-        out_channels: image channels. Default 1.
-        spatial_size: output size (any size). Default 64.
+        spatial_dims, latent_size, out_channels, spatial_size: as in :class:`LatentGenerator` (any output size).
         channels: feature widths from the projection to the last upsampling block; one doubling per step.
         kernel_size: transposed-convolution kernel size. Default 3.
         act: activation (name or ``(name, kwargs)``). Default ReLU.

@@ -41,10 +41,8 @@ class FiLMUNetGenerator(LatentGenerator):
     code modulates at every resolution.
 
     Args:
-        spatial_dims: 2 or 3.
-        latent_size: latent dimension ``d``.
-        out_channels: image channels. Default 1.
-        spatial_size: output size (any size; padded internally to a multiple of ``2^(len(channels) - 1)``).
+        spatial_dims, latent_size, out_channels, spatial_size: as in :class:`LatentGenerator` (output size:
+            any size; padded internally to a multiple of ``2^(len(channels) - 1)``).
         channels: widths per resolution level, the last is the bottleneck. Default ``(32, 64, 128)``.
         film_hidden: width of the MLP that predicts the FiLM parameters. Default 128.
         act: activation. Default leaky ReLU.

@@ -24,7 +24,9 @@ class LatentGenerator(nn.Module):
     Subclasses build ``self.body`` mapping the conditioned latent ``(B, input_size)`` to a feature map at least as
     large as ``spatial_size``; this class checks the arguments every generator shares (the one place they are
     handled: a subclass takes ``spatial_dims, latent_size, out_channels, spatial_size, channels``, then its own
-    architecture settings, and passes the conditioning and output keywords on as ``**kwargs``), embeds class
+    architecture settings, and passes the conditioning and output keywords on as ``**kwargs``; the first five are
+    spelled in every subclass, as MONAI's networks spell theirs, so that positional calls and ``help()`` keep
+    MONAI's order ``spatial_dims, latent_size, out_channels, ...``), embeds class
     labels, center-crops to ``spatial_size`` and applies the output activation (sigmoid: images in ``[0, 1]``).
 
     Args:

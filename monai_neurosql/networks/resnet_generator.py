@@ -25,10 +25,7 @@ class ResNetGenerator(LatentGenerator):
     ``channels``; the default is lighter.
 
     Args:
-        spatial_dims: 2 or 3.
-        latent_size: latent dimension ``d``.
-        out_channels: image channels. Default 1.
-        spatial_size: output size (any size). Default 64.
+        spatial_dims, latent_size, out_channels, spatial_size: as in :class:`LatentGenerator` (any output size).
         channels: width of the projection followed by the width of each upsampling block.
         act: activation. Default ReLU.
         norm: normalization. Default batch norm.
