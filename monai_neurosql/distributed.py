@@ -62,10 +62,15 @@ def broadcast(t: torch.Tensor) -> torch.Tensor:
     return buffer.to(t.device)
 
 
-def sum_over_ranks(value: float) -> float:
-    """The sum of ``value`` over all ranks (``value`` itself in a single process)."""
+def sum_over_ranks(value: float | torch.Tensor) -> float | torch.Tensor:
+    """The sum of ``value`` (a number, or a tensor of the same shape on every rank) over all ranks; ``value``
+    itself in a single process. A tensor comes back on its own device."""
     if not world()[0]:
         return value
+    if isinstance(value, torch.Tensor):
+        total = value.to(comm_device(), copy=True)
+        dist.all_reduce(total)
+        return total.to(value.device)
     t = torch.tensor([value], dtype=torch.float64, device=comm_device())
     dist.all_reduce(t)
     return float(t)

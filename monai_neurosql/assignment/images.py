@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.distributed as dist
 from monai.utils import convert_to_tensor
 
-from ..distributed import comm_device, world
+from ..distributed import sum_over_ranks, world
 
 __all__ = ["collect_images"]
 
@@ -40,9 +39,7 @@ def collect_images(
     distributed, _, _ = world()
     counts = torch.bincount(index, minlength=n)
     if distributed:
-        total = counts.clone().to(comm_device())
-        dist.all_reduce(total)
-        missing = int((total == 0).sum())
+        missing = int((sum_over_ranks(counts) == 0).sum())
         if missing:
             raise ValueError(f"the ranks' assignment loaders together miss {missing} of the {n} training images.")
     elif not bool((counts == 1).all()):
