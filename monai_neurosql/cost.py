@@ -110,9 +110,9 @@ def pairwise_cost(
 
     Memory bound: besides the inputs, their per-image moments (``24 * L`` bytes per image: mean and variance in
     float64 and float32, ``L`` = channels x window positions) and the ``(m, k)`` output, scratch memory stays
-    below about ``max_bytes`` whatever ``m`` and ``k`` are: at most ``0.9 * max_bytes`` of unfolded windows for a row and a column chunk (both at least
-    one image: one image's windows take ``4 * L * P`` bytes, 1.4 MB at 64x64 and 6.7 MB at 128x128), plus a
-    few 2 MB formula blocks.
+    below about ``max_bytes`` whatever ``m`` and ``k`` are: at most ``0.9 * max_bytes`` of unfolded windows for a
+    row and a column chunk (both at least one image: one image's windows take ``4 * L * P`` bytes, 1.4 MB at
+    64x64 and 6.7 MB at 128x128), plus a few 2 MB formula blocks.
 
     Args:
         x: ``m x C x [SPATIAL]`` images (rows).

@@ -124,7 +124,8 @@ class LatentBank(nn.Module):
     @classmethod
     def from_state_dict(cls, state: dict) -> LatentBank:
         """Rebuild a bank from its ``state_dict`` (e.g. ``torch.load("model.pt", weights_only=True)["bank"]``)."""
-        missing = [k for k in ("lattice_points", "codes", "assignment", "data_groups", "lattice_groups") if k not in state]
+        keys = ("lattice_points", "codes", "assignment", "data_groups", "lattice_groups")
+        missing = [k for k in keys if k not in state]
         if missing:
             raise ValueError(f"not a LatentBank state_dict: missing {missing}.")
         prior = state.get("_extra_state", {}).get("prior", "gaussian")
@@ -223,7 +224,8 @@ class LatentBank(nn.Module):
         rows = torch.as_tensor(rows, device=self.codes.device).long()
         lattice_idx = torch.as_tensor(lattice_idx, device=self.codes.device).long()
         if rows.shape != lattice_idx.shape:
-            raise ValueError(f"rows and lattice_idx must have the same shape, got {rows.shape} and {lattice_idx.shape}.")
+            raise ValueError(f"rows and lattice_idx must have the same shape, got {rows.shape} and "
+                             f"{lattice_idx.shape}.")
         if rows.numel() == 0:
             return 0.0
         if not torch.equal(self.data_groups[rows], self.lattice_groups[lattice_idx]):

@@ -25,13 +25,14 @@ class AssignmentSettings:
     lines 5-7, Algorithm 2 lines 9-15).
 
     :func:`~monai_neurosql.assignment.assign_codes` reads them;
-    :class:`~monai_neurosql.handlers.QuantileAssignmentHandler` (which decides *when* and *on which images*) and :class:`~monai_neurosql.handlers.ValidationAssignmentCost`
-    pass them on. A new lever for *how* one assignment is computed is one field here, checked in
-    ``__post_init__``; a lever of the cost itself (e.g. a lower resolution) is applied in :meth:`cost_matrix`,
-    the only place the step computes costs.
+    :class:`~monai_neurosql.handlers.QuantileAssignmentHandler` (which decides *when* and *on which images*) and
+    :class:`~monai_neurosql.handlers.ValidationAssignmentCost` pass them on. A new lever for *how* one
+    assignment is computed is one field here, checked in ``__post_init__``; a lever of the cost itself (e.g. a
+    lower resolution) is applied in :meth:`cost_matrix`, the only place the step computes costs.
 
     Args:
-        method: solver, one of :data:`~monai_neurosql.assignment.ASSIGNMENT_METHODS`. Default ``"hungarian"`` (exact).
+        method: solver, one of :data:`~monai_neurosql.assignment.ASSIGNMENT_METHODS`. Default ``"hungarian"``
+            (exact).
         momentum: ``rho`` of the update ``Z <- rho Q[pi] + (1 - rho) Z``, in ``(0, 1]``. Default 0.7 (paper).
         cost: cost kind, one of :data:`~monai_neurosql.COST_KINDS` (``"l2"`` is the paper's cheap ablation).
         loss: the :class:`~monai_neurosql.SSIML1Loss` whose window, constants and weight define ``"ssim_l1"``.

@@ -51,7 +51,8 @@ def _worker(rank: int, init_file: str, out_dir: str, mode: str) -> None:
                               loss_function=SSIML1Loss(2, win_size=7), train_handlers=[handler], seed=0)
     # attached on every rank, written by rank 0 only
     AtomicCheckpointSaver(out_dir, {"generator": net, "optimizer": optimizer, "bank": bank, "assignment": handler,
-                                    "trainer": trainer}, save_interval=1, interval_filename=f"{mode}.pt").attach(trainer)
+                                    "trainer": trainer},
+                          save_interval=1, interval_filename=f"{mode}.pt").attach(trainer)
     trainer.run()
     torch.save({"codes": bank.codes, "assignment": bank.assignment, "weights": net.state_dict(),
                 "history": handler.history}, os.path.join(out_dir, f"{mode}_rank{rank}.pt"))

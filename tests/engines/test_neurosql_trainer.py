@@ -176,7 +176,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     net_a, bank_a, handler_a, _ = _resumable(tmp_path / "a", epochs=4)
     _resumable(tmp_path / "b", epochs=2)
     assert (tmp_path / "b" / "model.pt").exists()
-    net_b, bank_b, handler_b, trainer_b = _resumable(tmp_path / "b", epochs=4, load_from=str(tmp_path / "b" / "model.pt"))
+    net_b, bank_b, handler_b, trainer_b = _resumable(tmp_path / "b", epochs=4,
+                                                     load_from=str(tmp_path / "b" / "model.pt"))
     assert trainer_b.state.epoch == 4
     torch.testing.assert_close(bank_b.codes, bank_a.codes, rtol=0, atol=0)
     for p, q in zip(net_a.state_dict().values(), net_b.state_dict().values()):

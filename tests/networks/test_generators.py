@@ -47,7 +47,8 @@ def test_class_conditioning(cls):
 
 
 def test_paper_scale_widths_and_act_norm_from_config():
-    net = ConvGenerator(2, 16, spatial_size=64, channels=(512, 256, 128, 64), act=("leakyrelu", {"negative_slope": 0.2}),
+    net = ConvGenerator(2, 16, spatial_size=64, channels=(512, 256, 128, 64),
+                        act=("leakyrelu", {"negative_slope": 0.2}),
                         norm=("batch", {"momentum": 0.05}))
     assert net(torch.randn(2, 16)).shape == (2, 1, 64, 64)
     assert count_parameters(net) > count_parameters(ConvGenerator(2, 16, spatial_size=64))
