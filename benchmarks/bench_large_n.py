@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_fashion_mnist, machine_lines, markdown_table, peak_rss_mib, run_in_fresh_process  # noqa: E402
+from _common import load_fashion_mnist, machine_lines, markdown_table, peak_rss_mib, run_in_fresh_process
 
 
 def minibatch_run(n: int, iterations: int, threads: int) -> dict:
@@ -46,7 +46,7 @@ def minibatch_run(n: int, iterations: int, threads: int) -> dict:
     generator = ConvGenerator(2, 16, spatial_size=28, channels=(256, 128, 64, 32))
     bank = LatentBank.create(n, 16, seed=0)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=2e-3)
-    handler = QuantileAssignmentHandler(mode="minibatch", method="hungarian")
+    handler = QuantileAssignmentHandler(mode="minibatch", settings={"method": "hungarian"})
     trainer = NeuroSQLTrainer("cpu", 1, train_loader(ds, 64, seed=0), generator, bank, optimizer,
                               loss_function=SSIML1Loss(2), train_handlers=[handler], epoch_length=iterations, seed=0)
     times: list[float] = []
@@ -61,7 +61,7 @@ def minibatch_run(n: int, iterations: int, threads: int) -> dict:
 
 def full_batch_run(n: int, sparse: bool, candidates: int, threads: int) -> dict:
     from monai_neurosql import LatentBank, SSIML1Loss
-    from monai_neurosql.assignment_step import assign_codes
+    from monai_neurosql.assignment import assign_codes
     from monai_neurosql.networks import ConvGenerator
 
     torch.set_num_threads(threads)
@@ -79,8 +79,8 @@ def full_batch_run(n: int, sparse: bool, candidates: int, threads: int) -> dict:
         optimizer.step()
     start_rss = peak_rss_mib()
     start = time.perf_counter()
-    stats = assign_codes(generator.eval(), bank, images, momentum=1.0,
-                         max_dense_bytes=1024 if sparse else 2**40, candidates=candidates)
+    stats = assign_codes(generator.eval(), bank, images, settings={
+        "momentum": 1.0, "max_dense_bytes": 1024 if sparse else 2**40, "candidates": candidates})
     return {"n": n, "path": "sparse, certified auction" if sparse else "dense, exact", "seconds": time.perf_counter() - start,
             "cost_s": stats["cost_seconds"], "solve_s": stats["solve_seconds"], "mean_cost": stats["cost"],
             "certified": bool(stats["certified"]), "gap_bound": stats["gap_bound"], "peak_mib": peak_rss_mib(),

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import peak_rss_mib  # noqa: E402
+from _common import peak_rss_mib
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
@@ -66,7 +66,7 @@ def _train(config: dict, queue: mp.Queue) -> None:
     if config["mode"] in ("full", "minibatch"):
         assignment = QuantileAssignmentHandler(
             assignment_loader(ds) if config["mode"] == "full" else None, mode=config["mode"], every_n_epochs=2,
-            method="hungarian")
+            settings={"method": "hungarian"})
         handlers.append(assignment)
     trainer = NeuroSQLTrainer("cpu", epochs, loader, generator, bank, optimizer, loss_function=SSIML1Loss(2),
                               train_handlers=handlers, seed=0)
@@ -122,8 +122,9 @@ def main() -> None:
     parser.add_argument("--grid", default=None, help="write real (top) / synthetic sample grid PNG here")
     args = parser.parse_args()
     n, epochs = (300, 4) if args.quick else (2000, 10)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    with open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                   platform.processor())
     print(f"torch {torch.__version__}, {args.threads} threads, {cpu}\n")
 
     print(f"## Fashion-MNIST, n = {n}, 28x28, latent 16, ConvGenerator, batch 64, {epochs} epochs\n")

@@ -143,7 +143,8 @@ def _trainer(cell: dict, data: dict, generator: torch.nn.Module, loader, n_epoch
         handler = QuantileAssignmentHandler(
             assignment_loader(Dataset(items)) if variant != "minibatch" else None,
             mode="minibatch" if variant == "minibatch" else "full", every_n_epochs=2,
-            method="greedy" if variant == "greedy" else "hungarian", cost="l2" if variant == "l2" else "ssim_l1",
+            settings={"method": "greedy" if variant == "greedy" else "hungarian",
+                      "cost": "l2" if variant == "l2" else "ssim_l1"},
         )
         trainer = NeuroSQLTrainer(device, n_epochs, loader, generator, bank, optimizer,
                                   train_handlers=[schedule(optimizer), handler], seed=cell["seed"])

@@ -6,13 +6,14 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-from .assignment import solve_assignment
+from .cost import pairwise_cost
+from .latent_bank import group_positions
 from .lattice import QuantileLattice
-from .losses import SSIML1Loss, pairwise_cost
+from .losses import SSIML1Loss
 
-__all__ = ["decode", "generate", "embed", "heldout_assignment_cost"]
+__all__ = ["decode", "device_of", "embed", "eval_mode", "generate", "labels_tensor"]
 
 
 @contextlib.contextmanager
@@ -26,12 +27,27 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def _device_of(module: nn.Module) -> torch.device:
+def device_of(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter (the CPU for a module without parameters)."""
     param = next(iter(module.parameters()), None)
     return param.device if param is not None else torch.device("cpu")
 
 
-def _labels_tensor(labels: int | Sequence[int] | torch.Tensor | None, num: int) -> torch.Tensor | None:
+def labels_tensor(labels: int | Sequence[int] | torch.Tensor | None, num: int) -> torch.Tensor | None:
+    """Class labels for ``num`` samples as a ``(num,)`` LongTensor: one class for all, or one per sample.
+
+    Args:
+        labels: ``None`` (unconditional: returns ``None``), one class index, or ``num`` class indices.
+        num: number of samples.
+
+    Raises:
+        ValueError: a sequence whose length is not ``num``.
+
+    Example::
+
+        labels_tensor(2, 3)          # tensor([2, 2, 2])
+        labels_tensor([0, 1, 0], 3)  # tensor([0, 1, 0])
+    """
     if labels is None:
         return None
     if isinstance(labels, int):
@@ -61,9 +77,9 @@ def decode(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    run_on = _device_of(generator)
+    run_on = device_of(generator)
     out_device = run_on if device is None else torch.device(device)
-    labels_t = _labels_tensor(labels, codes.shape[0])
+    labels_t = labels_tensor(labels, codes.shape[0])
     chunks = []
     with eval_mode(generator):
         for start in range(0, codes.shape[0], batch_size):
@@ -122,8 +138,8 @@ def embed(
     """Latent codes for (unseen) images: the best lattice point, refined by gradient steps on ``z``.
 
     This is NeuroSQL's dimensionality-reduction use: with ``G`` frozen, each image gets the lattice point whose
-    decoding has the lowest SSIM+L1 cost (for conditional generators among decodings of its own class), then
-    ``steps`` Adam steps minimize the loss over ``z`` alone.
+    decoding has the lowest cost under ``loss_function`` (for conditional generators among decodings of its own
+    class), then ``steps`` Adam steps minimize that loss over ``z`` alone.
 
     Args:
         generator: a trained generator (not modified).
@@ -133,23 +149,25 @@ def embed(
         lr: Adam learning rate for ``z``.
         labels: classes of the images for class-conditional generators.
         batch_size: decoding batch size.
-        loss_function: per-sample loss (``reduction="none"``); default ``SSIML1Loss``.
+        loss_function: the loss, e.g. the trainer's ``loss_function``; an :class:`~monai_neurosql.SSIML1Loss` also
+            sets the cost of the lattice search (:func:`~monai_neurosql.pairwise_cost`). Default
+            ``SSIML1Loss(spatial_dims, reduction="none")``.
 
     Returns:
         ``(N, d)`` codes on the CPU.
     """
-    device = _device_of(generator)
+    device = device_of(generator)
     images = images.to(device).float()
     n = images.shape[0]
-    labels_t = _labels_tensor(labels, n)
+    labels_t = labels_tensor(labels, n)
     loss_fn = loss_function or SSIML1Loss(images.ndim - 2, reduction="none")
     points = lattice.points.to(device)
     codes = torch.empty(n, lattice.dim, device=device)
-    groups = [None] if labels_t is None else torch.unique(labels_t).tolist()
-    for g in groups:
-        rows = torch.arange(n) if g is None else torch.nonzero(labels_t == g).flatten()
-        decoded = decode(generator, points, None if g is None else g, batch_size)
-        cost = pairwise_cost(images[rows.to(device)], decoded)
+    cost_loss = loss_fn if isinstance(loss_fn, SSIML1Loss) else None
+    groups = [(None, torch.arange(n))] if labels_t is None else group_positions(labels_t)
+    for g, rows in groups:
+        decoded = decode(generator, points, g, batch_size)
+        cost = pairwise_cost(images[rows.to(device)], decoded, loss=cost_loss)
         codes[rows.to(device)] = points[cost.argmin(dim=1)]
     if steps > 0:
         z = codes.clone().requires_grad_(True)
@@ -169,50 +187,3 @@ def embed(
                 p.requires_grad_(flag)
         codes = z.detach()
     return codes.cpu()
-
-
-@torch.no_grad()
-def heldout_assignment_cost(
-    generator: nn.Module,
-    images: torch.Tensor,
-    prior: str,
-    latent_size: int,
-    labels: Sequence[int] | torch.Tensor | None = None,
-    seed: int = 12345,
-    method: str = "hungarian",
-    cost: str = "ssim_l1",
-    batch_size: int = 256,
-) -> float:
-    """Validation loss for held-out images, which have no codes: their optimal assignment cost.
-
-    Held-out images are matched to a fresh lattice of their own size (same prior and dimension, fixed seed) by
-    the same exact assignment as in training, and the mean matched cost is returned:
-    ``min_pi (1/v) sum_i l(X_i, G(Q_pi(i)))``. It is low only when the generator's image of the prior covers
-    the held-out distribution, so it falls while the model generalizes and rises when it overfits: a fair
-    criterion for early stopping (paper appendix L) with no encoder. For class-conditional generators each class
-    is matched to its own lattice.
-
-    Args:
-        generator: the generator.
-        images: ``v x C x [SPATIAL]`` held-out images.
-        prior: the training lattice's prior (``bank.prior``).
-        latent_size: ``d``.
-        labels: classes of the held-out images for conditional generators.
-        seed: lattice seed (fixed, so the criterion is comparable across epochs).
-        method: assignment method.
-        cost: cost kind (``pairwise_cost``).
-        batch_size: decoding batch size.
-    """
-    device = _device_of(generator)
-    images = images.to(device).float()
-    labels_t = None if labels is None else torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    groups = [None] if labels_t is None else torch.unique(labels_t).tolist()
-    total = 0.0
-    for g in groups:
-        rows = torch.arange(images.shape[0]) if g is None else torch.nonzero(labels_t == g).flatten()
-        lattice = QuantileLattice.create(prior, len(rows), latent_size, seed + (0 if g is None else g))
-        decoded = decode(generator, lattice.points, g, batch_size)
-        c = pairwise_cost(images[rows.to(device)], decoded, kind=cost)
-        col = solve_assignment(c, method)
-        total += c[torch.arange(len(rows), device=c.device), col.to(c.device)].double().sum().item()
-    return total / images.shape[0]

@@ -6,12 +6,28 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
-from .assignment import solve_assignment
+from .assignment.solvers import solve_assignment
 from .lattice import PRIORS, QuantileLattice
 
-__all__ = ["LatentBank"]
+__all__ = ["LatentBank", "group_positions"]
+
+
+def group_positions(
+    labels: torch.Tensor, groups: Sequence[int] | None = None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(group, positions)`` with ``positions = nonzero(labels == group)``, group by group.
+
+    The one place where rows are split by class: the bank's groups, the rows of a batch, the classes of images.
+
+    Args:
+        labels: ``(n,)`` integer group of every position.
+        groups: the groups to yield, in this order (possibly with no positions); default the distinct labels,
+            ascending.
+    """
+    for g in torch.unique(labels).tolist() if groups is None else groups:
+        yield int(g), torch.nonzero(labels == g).flatten()
 
 
 class LatentBank(nn.Module):
@@ -72,8 +88,8 @@ class LatentBank(nn.Module):
         if init == "random":
             self.init_random(seed)
         elif init == "identity":
-            self._set_assignment(torch.cat([self.lattice_rows(g) for g in self.groups()]),
-                                 torch.cat([self.data_rows(g) for g in self.groups()]))
+            _, rows, lattice = zip(*self.iter_groups())  # the i-th row of a group gets its i-th lattice point
+            self._set_assignment(torch.cat(rows), torch.cat(lattice))
         else:
             raise ValueError(f"init must be 'random' or 'identity', got {init!r}; use init_pca() for PCA-sorted.")
 
@@ -108,7 +124,8 @@ class LatentBank(nn.Module):
     @classmethod
     def from_state_dict(cls, state: dict) -> LatentBank:
         """Rebuild a bank from its ``state_dict`` (e.g. ``torch.load("model.pt", weights_only=True)["bank"]``)."""
-        missing = [k for k in ("lattice_points", "codes", "assignment", "data_groups", "lattice_groups") if k not in state]
+        keys = ("lattice_points", "codes", "assignment", "data_groups", "lattice_groups")
+        missing = [k for k in keys if k not in state]
         if missing:
             raise ValueError(f"not a LatentBank state_dict: missing {missing}.")
         prior = state.get("_extra_state", {}).get("prior", "gaussian")
@@ -142,16 +159,17 @@ class LatentBank(nn.Module):
 
     def data_rows(self, group: int) -> torch.Tensor:
         """Data rows (dataset indices) of ``group``."""
-        return torch.nonzero(self.data_groups == group).flatten()
+        return next(group_positions(self.data_groups, [group]))[1]
 
     def lattice_rows(self, group: int) -> torch.Tensor:
         """Lattice indices owned by ``group``."""
-        return torch.nonzero(self.lattice_groups == group).flatten()
+        return next(group_positions(self.lattice_groups, [group]))[1]
 
     def iter_groups(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Yield ``(group, data rows, lattice indices)`` for every group."""
-        for g in self.groups():
-            yield g, self.data_rows(g), self.lattice_rows(g)
+        lattice = dict(group_positions(self.lattice_groups))
+        for g, rows in group_positions(self.data_groups):
+            yield g, rows, lattice[g]
 
     # ------------------------------------------------------------------ updates
     def _set_assignment(self, rows: torch.Tensor, lattice_idx: torch.Tensor) -> None:
@@ -181,7 +199,7 @@ class LatentBank(nn.Module):
             x = flat[rows.cpu()]
             x = x - x.mean(0, keepdim=True)
             q = min(self.dim, x.shape[0], x.shape[1])
-            u, s, _ = torch.linalg.svd(x, full_matrices=False)
+            u, _, _ = torch.linalg.svd(x, full_matrices=False)
             scores = torch.zeros(x.shape[0], self.dim, dtype=torch.float64)
             scores[:, :q] = u[:, :q] * np.sqrt(max(1, x.shape[0] - 1))  # unit variance per component
             points = self.lattice_points[lat].double().cpu()
@@ -206,7 +224,8 @@ class LatentBank(nn.Module):
         rows = torch.as_tensor(rows, device=self.codes.device).long()
         lattice_idx = torch.as_tensor(lattice_idx, device=self.codes.device).long()
         if rows.shape != lattice_idx.shape:
-            raise ValueError(f"rows and lattice_idx must have the same shape, got {rows.shape} and {lattice_idx.shape}.")
+            raise ValueError(f"rows and lattice_idx must have the same shape, got {rows.shape} and "
+                             f"{lattice_idx.shape}.")
         if rows.numel() == 0:
             return 0.0
         if not torch.equal(self.data_groups[rows], self.lattice_groups[lattice_idx]):

@@ -9,7 +9,7 @@ import torch
 from scipy.special import ndtri
 from scipy.stats import qmc
 
-__all__ = ["QuantileLattice", "PRIORS"]
+__all__ = ["PRIORS", "QuantileLattice"]
 
 #: Priors a lattice can quantize, with the distribution ``QuantileLattice.sample`` draws from.
 PRIORS = ("gaussian", "uniform_cube", "uniform_ball")

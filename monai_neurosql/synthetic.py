@@ -9,11 +9,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
-import nibabel as nib
 
-from .generate import _labels_tensor, generate
+from .generate import generate, labels_tensor
 from .lattice import QuantileLattice
 from .visualize import save_grid_png
 
@@ -115,7 +115,7 @@ def write_synthetic(
         logger.info(f"removed {len(previous)} outputs of an earlier run from {out} (overwrite=True)")
     out.mkdir(parents=True, exist_ok=True)
     images = generate(generator, num_samples, lattice, seed=seed, labels=labels, batch_size=batch_size)
-    label_list = _labels_tensor(labels, num_samples)
+    label_list = labels_tensor(labels, num_samples)
     spatial_dims = images.ndim - 2
     spacing = [1.0] * spatial_dims if spacing is None else [float(s) for s in spacing][:spatial_dims]
     affine = torch.eye(4, dtype=torch.float64)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 
 __all__ = ["make_grid", "save_grid_png"]
 
@@ -17,11 +18,12 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, paddin
     """Tile ``N x C x [SPATIAL]`` images into one 8-bit grayscale (or RGB for 3 channels) array.
 
     3D volumes show their middle slice along the last axis; multi-channel images other than RGB show channel 0.
+    The tiling is :func:`torchvision.utils.make_grid` (black padding, row-major, at most ``nrow`` tiles a row).
 
     Args:
         images: the images.
         nrow: images per row; default a near-square grid.
-        padding: pixels between tiles (black).
+        padding: pixels between tiles and around the grid (black).
         value_range: intensity range mapped to 0..255 (clipped).
 
     Returns:
@@ -32,19 +34,14 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, paddin
         raise ValueError(f"images must be a non-empty N x C x [SPATIAL] batch, got shape {tuple(x.shape)}.")
     if x.ndim == 5:
         x = x[..., x.shape[-1] // 2]
-    x = x if x.shape[1] == 3 else x[:, :1]
-    lo, hi = value_range
-    x = ((x - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
-    n, c, h, w = x.shape
-    nrow = nrow or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / nrow)
-    grid = torch.zeros(c, rows * (h + padding) + padding, nrow * (w + padding) + padding)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[:, top : top + h, left : left + w] = x[i]
+    rgb = x.shape[1] == 3
+    x = x if rgb else x[:, :1]
+    grid = torchvision.utils.make_grid(x, nrow=nrow or math.ceil(math.sqrt(x.shape[0])), padding=padding,
+                                       normalize=True, value_range=tuple(value_range))
+    if x.shape[0] == 1:  # torchvision returns a single image without its border
+        grid = torch.nn.functional.pad(grid, [padding] * 4)
     array = (grid * 255).round().byte().numpy()
-    return array[0] if c == 1 else np.moveaxis(array, 0, -1)
+    return np.moveaxis(array, 0, -1) if rgb else array[0]
 
 
 def save_grid_png(images: torch.Tensor | np.ndarray, path: str | os.PathLike, nrow: int | None = None,

@@ -3,22 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_neurosql import QuantileLattice, SSIML1Loss
-from monai_neurosql.generate import decode, embed, generate, heldout_assignment_cost
+from monai_neurosql import QuantileLattice, SSIML1Loss, pairwise_cost
+from monai_neurosql.generate import decode, embed, generate
 from monai_neurosql.networks import ConvGenerator
-
-
-class _Lookup(torch.nn.Module):
-    """A 'generator' that returns the stored image nearest to z[0] (a perfect memorizer of 1D codes)."""
-
-    def __init__(self, images: torch.Tensor, codes: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("images", images)
-        self.register_buffer("keys", codes)
-        self.dummy = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, z, labels=None):
-        return self.images[torch.cdist(z, self.keys).argmin(1)] + 0 * self.dummy
 
 
 def _net(**kw):
@@ -64,13 +51,13 @@ def test_embed_improves_on_random_codes():
     assert all(p.requires_grad for p in net.parameters())  # generator left as it was
 
 
-def test_heldout_assignment_cost_ranks_generators():
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(20, 1, 16, 16, generator=g)
-    lattice = QuantileLattice.quantiles_1d(20)
-    perfect = _Lookup(images, lattice.points)
-    wrong = _Lookup(torch.rand(20, 1, 16, 16, generator=g), lattice.points)
-    good = heldout_assignment_cost(perfect, images, "gaussian", 1, seed=0)
-    bad = heldout_assignment_cost(wrong, images, "gaussian", 1, seed=0)
-    # the held-out lattice is not the lookup's keys, but each key's nearest lattice point is close enough
-    assert good < 0.5 * bad
+def test_embed_searches_the_lattice_under_the_given_loss():
+    net = _net()
+    lattice = QuantileLattice.sobol_gaussian(64, 4)
+    images = torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    outputs = decode(net, lattice.points)
+    for loss in (SSIML1Loss(2, win_size=5, reduction="none"), SSIML1Loss(2, reduction="none")):
+        expected = lattice.points[pairwise_cost(images, outputs, loss=loss).argmin(1)]
+        torch.testing.assert_close(embed(net, images, lattice, steps=0, loss_function=loss), expected)
+    small = embed(net, images, lattice, steps=0, loss_function=SSIML1Loss(2, win_size=5, reduction="none"))
+    assert not torch.equal(small, embed(net, images, lattice, steps=0))  # the window changes the best points

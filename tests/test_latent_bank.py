@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from monai_neurosql import QuantileLattice
-from monai_neurosql.latent_bank import LatentBank
+from monai_neurosql.latent_bank import LatentBank, group_positions
 
 
 def test_random_init_is_a_seeded_permutation_of_the_lattice():
@@ -50,6 +50,23 @@ def test_class_conditional_bank():
         bank.update(torch.tensor([0]), bank.lattice_rows(2)[:1])
     with pytest.raises(ValueError, match="as many lattice points"):
         LatentBank(QuantileLattice.sobol_gaussian(3, 2), data_groups=[0, 0, 1], lattice_groups=[0, 1, 1])
+
+
+def test_identity_init_pairs_rows_and_points_within_each_class():
+    # classes interleaved differently in the data and on the lattice: identity must still stay within classes
+    bank = LatentBank(QuantileLattice.sobol_gaussian(3, 2), init="identity", data_groups=[0, 0, 1],
+                      lattice_groups=[1, 0, 0])
+    assert bank.assignment.tolist() == [1, 2, 0]
+    assert torch.equal(bank.lattice_groups[bank.assignment], bank.data_groups)
+
+
+def test_group_positions():
+    labels = torch.tensor([2, 0, 2, 2, 5])
+    assert [(g, p.tolist()) for g, p in group_positions(labels)] == [(0, [1]), (2, [0, 2, 3]), (5, [4])]
+    assert [(g, p.tolist()) for g, p in group_positions(labels, [5, 1])] == [(5, [4]), (1, [])]
+    bank = LatentBank.class_conditional(labels, d=2)
+    assert [(g, r.tolist(), sorted(bank.lattice_groups[q].tolist())) for g, r, q in bank.iter_groups()] == [
+        (0, [1], [0]), (2, [0, 2, 3], [2, 2, 2]), (5, [4], [5])]
 
 
 def test_pca_init_orders_codes_like_the_data():

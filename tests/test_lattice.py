@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -105,7 +106,7 @@ def test_approximation_error_falls_like_one_over_n_in_1d():
         reps = [np.mean((np.sort(rng.standard_normal(n)) - q) ** 2) for _ in range(40)]
         errors.append(np.mean(reps))
     slope = np.polyfit(np.log(sizes), np.log(errors), 1)[0]
-    assert all(a > b for a, b in zip(errors, errors[1:]))
+    assert all(a > b for a, b in itertools.pairwise(errors))
     assert -1.25 < slope < -0.75, (errors, slope)
     # the assignment solver finds the same optimum as sorting
     z = rng.standard_normal(256)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from monai.data import CacheDataset
 
 from monai_neurosql import LatentBank, SSIML1Loss, generate
 from monai_neurosql.data import (
@@ -33,7 +34,6 @@ from monai_neurosql.handlers import QuantileAssignmentHandler
 from monai_neurosql.networks import ConvGenerator, count_parameters
 from monai_neurosql.synthetic import write_synthetic
 from monai_neurosql.visualize import save_grid_png
-from monai.data import CacheDataset
 
 QUICK = os.environ.get("NEUROSQL_QUICK") == "1"
 WORK = Path(os.environ.get("NEUROSQL_WORKDIR", "quickstart_run"))
@@ -65,8 +65,8 @@ generator = ConvGenerator(spatial_dims=2, latent_size=LATENT, spatial_size=SIZE,
                           channels=(64, 32, 16) if QUICK else (256, 128, 64, 32))
 bank = LatentBank.create(n=len(train_ds), d=LATENT, kind="sobol_gaussian", seed=0)
 optimizer = torch.optim.AdamW(generator.parameters(), lr=2e-3, weight_decay=1e-4)
-assignment = QuantileAssignmentHandler(assignment_loader(train_ds), every_n_epochs=2, method="hungarian",
-                                       momentum=0.7)
+assignment = QuantileAssignmentHandler(assignment_loader(train_ds), every_n_epochs=2,
+                                       settings={"method": "hungarian", "momentum": 0.7})
 trainer = NeuroSQLTrainer(
     device="cuda" if torch.cuda.is_available() else "cpu", max_epochs=EPOCHS,
     train_data_loader=train_loader(train_ds, batch_size=32, seed=0), generator=generator, bank=bank,

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from .checkpoint_saver import AtomicCheckpointSaver
 from .divergence_guard import DivergenceGuard, TrainingDivergedError
-from .sample_grid_writer import SampleGridWriter
 from .generative_metrics import GenerativeMetricsHandler
-from .quantile_assignment import QuantileAssignmentHandler, assign_codes, collect_images
+from .quantile_assignment import QuantileAssignmentHandler
+from .sample_grid_writer import SampleGridWriter
 from .validation_assignment import ValidationAssignmentCost
 
 __all__ = [
@@ -15,6 +15,4 @@ __all__ = [
     "SampleGridWriter",
     "TrainingDivergedError",
     "ValidationAssignmentCost",
-    "assign_codes",
-    "collect_images",
 ]

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 from monai.utils import convert_to_tensor
 
-from ..generate import heldout_assignment_cost
+from ..assignment import AssignmentSettings
+from ..validation import heldout_assignment_cost
 
 __all__ = ["ValidationAssignmentCost"]
 
 
 class ValidationAssignmentCost:
-    """Every ``every_n_epochs`` epochs, store :func:`~monai_neurosql.generate.heldout_assignment_cost` of the
+    """Every ``every_n_epochs`` epochs, store :func:`~monai_neurosql.validation.heldout_assignment_cost` of the
     validation images in ``engine.state.metrics[metric_name]`` (lower is better).
 
     Validation images have no latent codes, so their loss is the optimal assignment cost against a fresh
-    lattice of their own size (see :func:`heldout_assignment_cost`). Pair it with MONAI's
+    lattice of their own size (see :func:`heldout_assignment_cost`), under the trainer's loss settings (its
+    ``loss_function`` when that is an :class:`~monai_neurosql.SSIML1Loss` and ``settings`` names no loss), so
+    the validation cost is the training cost on unseen images. Pair it with MONAI's
     ``EarlyStopHandler(trainer=trainer, patience=..., score_function=lambda e: -e.state.metrics[name],
     epoch_level=True)`` attached to the trainer, and with ``CheckpointSaver(save_key_metric=True,
     key_metric_name=name, key_metric_negative_sign=True)``; attach this handler first.
@@ -29,7 +33,8 @@ class ValidationAssignmentCost:
             generator is class-conditional); read once and cached.
         every_n_epochs: how often to evaluate. Default 1.
         metric_name: key in ``engine.state.metrics``. Default ``"val_assignment_cost"``.
-        method: assignment method. Default exact.
+        settings: :class:`~monai_neurosql.assignment.AssignmentSettings` or a dict of its fields (solver, cost,
+            decode batch size). Default exact solver; e.g. pass the assignment handler's settings.
         seed: seed of the validation lattice and of the subset below.
         max_images: evaluate a fixed random subset of at most this many images (the cost matrix is
             ``max_images^2``); ``None`` uses all.
@@ -42,7 +47,7 @@ class ValidationAssignmentCost:
         val_loader: Iterable,
         every_n_epochs: int = 1,
         metric_name: str = "val_assignment_cost",
-        method: str = "hungarian",
+        settings: AssignmentSettings | Mapping[str, Any] | None = None,
         seed: int = 12345,
         max_images: int | None = 512,
         image_key: str = "image",
@@ -54,7 +59,7 @@ class ValidationAssignmentCost:
         self.val_loader = val_loader
         self.every_n_epochs = every_n_epochs
         self.metric_name = metric_name
-        self.method = method
+        self.settings = AssignmentSettings.coerce(settings)
         self.seed = seed
         self.max_images = max_images
         self.image_key, self.label_key = image_key, label_key
@@ -90,10 +95,9 @@ class ValidationAssignmentCost:
         conditional = getattr(engine, "conditional", False)
         if self._images is None:
             self._load(conditional)
-        value = heldout_assignment_cost(
-            getattr(engine, "generator_module", engine.generator), self._images, engine.bank.prior, engine.bank.dim,
-            labels=self._labels,
-            seed=self.seed, method=self.method,
-        )
+        generator = getattr(engine, "generator_module", engine.generator)  # without a DDP wrapper
+        settings = self.settings.with_loss(getattr(engine, "loss_function", None))
+        value = heldout_assignment_cost(generator, self._images, engine.bank.prior, engine.bank.dim,
+                                        labels=self._labels, seed=self.seed, settings=settings)
         engine.state.metrics[self.metric_name] = value
         self.logger.info(f"Epoch {engine.state.epoch}: {self.metric_name} = {value:.4f}")

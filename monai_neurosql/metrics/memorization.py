@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..losses import pairwise_cost
+from ..cost import pairwise_cost
 from ..visualize import save_grid_png
 
 __all__ = ["nearest_neighbours", "memorization_audit"]

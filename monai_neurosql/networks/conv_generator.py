@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn as nn
-from monai.networks.blocks import Convolution
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.blocks import ADN, Convolution
+from torch import nn
 
 from .latent_generator import LatentGenerator
 
 __all__ = ["ConvGenerator"]
+
+
+def _rename_project_adn(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """Load checkpoints written before ``project_adn`` was MONAI's ``ADN`` (keys ``.0``/``.1``, now ``.N``/``.A``)."""
+    old = f"{prefix}project_adn.0."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[f"{prefix}project_adn.N.{key[len(old):]}"] = state_dict.pop(key)
 
 
 class ConvGenerator(LatentGenerator):
@@ -22,15 +30,12 @@ class ConvGenerator(LatentGenerator):
     ``512 -> 256 -> 128 -> ...``; ours default to ``(256, 128, 64, 32)`` to stay light on CPUs.
 
     Args:
-        spatial_dims: 2 or 3.
-        latent_size: latent dimension ``d``.
-        out_channels: image channels. Default 1.
-        spatial_size: output size (any size). Default 64.
+        spatial_dims, latent_size, out_channels, spatial_size: as in :class:`LatentGenerator` (any output size).
         channels: feature widths from the projection to the last upsampling block; one doubling per step.
         kernel_size: transposed-convolution kernel size. Default 3.
         act: activation (name or ``(name, kwargs)``). Default ReLU.
         norm: normalization (name or ``(name, kwargs)``). Default batch norm.
-        num_classes, class_embed_size, out_act: see :class:`LatentGenerator`.
+        kwargs: ``num_classes``, ``class_embed_size``, ``out_act`` of :class:`LatentGenerator`.
 
     Example::
 
@@ -48,21 +53,17 @@ class ConvGenerator(LatentGenerator):
         kernel_size: int = 3,
         act: str | tuple = "relu",
         norm: str | tuple = "batch",
-        num_classes: int | None = None,
-        class_embed_size: int | None = None,
-        out_act: str | tuple | None = "sigmoid",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
-        self.build_projection(channels)
+        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, channels, **kwargs)
+        self.build_projection()
         channels = self.channels
-        self.project_adn = nn.Sequential(
-            get_norm_layer(norm, spatial_dims=spatial_dims, channels=channels[0]),
-            get_act_layer(act),
-        )
+        self.project_adn = ADN("NA", channels[0], act=act, norm=norm, norm_dim=spatial_dims)
+        self.register_load_state_dict_pre_hook(_rename_project_adn)
         self.up = nn.Sequential(*[
             Convolution(spatial_dims, c_in, c_out, strides=2, kernel_size=kernel_size, act=act, norm=norm,
                         is_transposed=True)
-            for c_in, c_out in zip(channels[:-1], channels[1:])
+            for c_in, c_out in itertools.pairwise(channels)
         ])
         self.head = Convolution(spatial_dims, channels[-1], out_channels, kernel_size=3, conv_only=True)
 

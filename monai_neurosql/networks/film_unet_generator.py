@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn as nn
 from monai.networks.blocks import Convolution, UpSample
 from monai.networks.layers.factories import Pool
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from torch import nn
 
 from .latent_generator import LatentGenerator
 
@@ -40,15 +41,13 @@ class FiLMUNetGenerator(LatentGenerator):
     code modulates at every resolution.
 
     Args:
-        spatial_dims: 2 or 3.
-        latent_size: latent dimension ``d``.
-        out_channels: image channels. Default 1.
-        spatial_size: output size (any size; padded internally to a multiple of ``2^(len(channels) - 1)``).
+        spatial_dims, latent_size, out_channels, spatial_size: as in :class:`LatentGenerator` (output size:
+            any size; padded internally to a multiple of ``2^(len(channels) - 1)``).
         channels: widths per resolution level, the last is the bottleneck. Default ``(32, 64, 128)``.
         film_hidden: width of the MLP that predicts the FiLM parameters. Default 128.
         act: activation. Default leaky ReLU.
         norm: normalization before FiLM. Default instance norm without affine parameters (FiLM provides them).
-        num_classes, class_embed_size, out_act: see :class:`LatentGenerator`.
+        kwargs: ``num_classes``, ``class_embed_size``, ``out_act`` of :class:`LatentGenerator`.
     """
 
     def __init__(
@@ -61,12 +60,10 @@ class FiLMUNetGenerator(LatentGenerator):
         film_hidden: int = 128,
         act: str | tuple = ("leakyrelu", {"negative_slope": 0.2}),
         norm: str | tuple = ("instance", {"affine": False}),
-        num_classes: int | None = None,
-        class_embed_size: int | None = None,
-        out_act: str | tuple | None = "sigmoid",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
-        channels = self.channels = self.check_channels(channels)
+        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, channels, **kwargs)
+        channels = self.channels
         levels = len(channels) - 1
         padded = tuple(self.base_size(self.spatial_size, levels)[i] * 2**levels for i in range(spatial_dims))
         self.constant = nn.Parameter(0.1 * torch.randn(1, channels[0], *padded))

@@ -6,9 +6,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 from monai.networks.layers.factories import Act
 from monai.utils import ensure_tuple_rep
+from torch import nn
 
 __all__ = ["LatentGenerator", "count_parameters"]
 
@@ -22,14 +22,19 @@ class LatentGenerator(nn.Module):
     """Base class of generators ``G: R^d (x classes) -> BxCx[SPATIAL]`` (the only network of NeuroSQL).
 
     Subclasses build ``self.body`` mapping the conditioned latent ``(B, input_size)`` to a feature map at least as
-    large as ``spatial_size``; this class checks arguments, embeds class labels, center-crops to ``spatial_size``
-    and applies the output activation (sigmoid: images in ``[0, 1]``).
+    large as ``spatial_size``; this class checks the arguments every generator shares (the one place they are
+    handled: a subclass takes ``spatial_dims, latent_size, out_channels, spatial_size, channels``, then its own
+    architecture settings, and passes the conditioning and output keywords on as ``**kwargs``; the first five are
+    spelled in every subclass, as MONAI's networks spell theirs, so that positional calls and ``help()`` keep
+    MONAI's order ``spatial_dims, latent_size, out_channels, ...``), embeds class
+    labels, center-crops to ``spatial_size`` and applies the output activation (sigmoid: images in ``[0, 1]``).
 
     Args:
         spatial_dims: 2 or 3.
         latent_size: latent dimension ``d``.
-        out_channels: image channels.
-        spatial_size: output size (int or per-axis sequence); any size, not only powers of two.
+        out_channels: image channels. Default 1.
+        spatial_size: output size (int or per-axis sequence); any size, not only powers of two. Default 64.
+        channels: feature widths of the subclass's levels (checked here, kept as ``self.channels``).
         num_classes: number of classes for class-conditional generation (``None``: unconditional).
         class_embed_size: size of the learned class embedding concatenated to ``z``. Default ``latent_size``.
         out_act: output activation name (MONAI ``Act`` factory) or ``None`` for raw outputs. Default sigmoid.
@@ -39,8 +44,10 @@ class LatentGenerator(nn.Module):
         self,
         spatial_dims: int,
         latent_size: int,
-        out_channels: int,
-        spatial_size: Sequence[int] | int,
+        out_channels: int = 1,
+        spatial_size: Sequence[int] | int = 64,
+        channels: Sequence[int] = (32,),
+        *,
         num_classes: int | None = None,
         class_embed_size: int | None = None,
         out_act: str | tuple | None = "sigmoid",
@@ -57,6 +64,7 @@ class LatentGenerator(nn.Module):
             raise ValueError(f"spatial_size must be positive, got {spatial_size}.")
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be None or a positive integer, got {num_classes}.")
+        self.channels = self.check_channels(channels)
         self.spatial_dims = spatial_dims
         self.latent_size = latent_size
         self.out_channels = out_channels
@@ -82,10 +90,9 @@ class LatentGenerator(nn.Module):
             raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}.")
         return channels
 
-    def build_projection(self, channels: Sequence[int]) -> None:
+    def build_projection(self) -> None:
         """The linear projection of the latent input to a ``channels[0] x base`` map that ``len(channels) - 1``
-        doublings take to at least ``spatial_size`` (sets ``channels``, ``base`` and ``project``)."""
-        self.channels = self.check_channels(channels)
+        doublings take to at least ``spatial_size`` (sets ``base`` and ``project``)."""
         self.base = self.base_size(self.spatial_size, len(self.channels) - 1)
         self.project = nn.Linear(self.input_size, self.channels[0] * math.prod(self.base))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn as nn
 from monai.networks.blocks import Convolution, ResidualUnit, UpSample
+from torch import nn
 
 from .latent_generator import LatentGenerator
 
@@ -23,14 +25,11 @@ class ResNetGenerator(LatentGenerator):
     ``channels``; the default is lighter.
 
     Args:
-        spatial_dims: 2 or 3.
-        latent_size: latent dimension ``d``.
-        out_channels: image channels. Default 1.
-        spatial_size: output size (any size). Default 64.
+        spatial_dims, latent_size, out_channels, spatial_size: as in :class:`LatentGenerator` (any output size).
         channels: width of the projection followed by the width of each upsampling block.
         act: activation. Default ReLU.
         norm: normalization. Default batch norm.
-        num_classes, class_embed_size, out_act: see :class:`LatentGenerator`.
+        kwargs: ``num_classes``, ``class_embed_size``, ``out_act`` of :class:`LatentGenerator`.
     """
 
     def __init__(
@@ -42,15 +41,13 @@ class ResNetGenerator(LatentGenerator):
         channels: Sequence[int] = (128, 128, 64, 32),
         act: str | tuple = "relu",
         norm: str | tuple = "batch",
-        num_classes: int | None = None,
-        class_embed_size: int | None = None,
-        out_act: str | tuple | None = "sigmoid",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, num_classes, class_embed_size, out_act)
-        self.build_projection(channels)
+        super().__init__(spatial_dims, latent_size, out_channels, spatial_size, channels, **kwargs)
+        self.build_projection()
         channels = self.channels
         blocks: list[nn.Module] = []
-        for c_in, c_out in zip(channels[:-1], channels[1:]):
+        for c_in, c_out in itertools.pairwise(channels):
             blocks.append(UpSample(spatial_dims, c_in, scale_factor=2, mode="nontrainable", interp_mode="nearest",
                                    align_corners=None))
             blocks.append(ResidualUnit(spatial_dims, c_in, c_out, subunits=2, act=act, norm=norm))

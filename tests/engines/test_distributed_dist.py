@@ -40,17 +40,19 @@ def _parts(mode: str):
 def _worker(rank: int, init_file: str, out_dir: str, mode: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
-    images, ds, net, bank, optimizer = _parts(mode)
+    _, ds, net, bank, optimizer = _parts(mode)
     ddp = torch.nn.parallel.DistributedDataParallel(net)
     assign_loader = DataLoader(ds, batch_size=16, sampler=DistributedSampler(ds, shuffle=False))
     sparse = {"max_dense_bytes": 1024, "candidates": 8} if mode == "sparse" else {}
     handler = QuantileAssignmentHandler(assign_loader if mode != "minibatch" else None,
-                                        mode="minibatch" if mode == "minibatch" else "full", every_n_epochs=1, **sparse)
+                                        mode="minibatch" if mode == "minibatch" else "full", every_n_epochs=1,
+                                        settings=sparse)
     trainer = NeuroSQLTrainer("cpu", EPOCHS, train_loader(ds, BATCH, seed=0), ddp, bank, optimizer,
                               loss_function=SSIML1Loss(2, win_size=7), train_handlers=[handler], seed=0)
     # attached on every rank, written by rank 0 only
     AtomicCheckpointSaver(out_dir, {"generator": net, "optimizer": optimizer, "bank": bank, "assignment": handler,
-                                    "trainer": trainer}, save_interval=1, interval_filename=f"{mode}.pt").attach(trainer)
+                                    "trainer": trainer},
+                          save_interval=1, interval_filename=f"{mode}.pt").attach(trainer)
     trainer.run()
     torch.save({"codes": bank.codes, "assignment": bank.assignment, "weights": net.state_dict(),
                 "history": handler.history}, os.path.join(out_dir, f"{mode}_rank{rank}.pt"))
@@ -92,10 +94,10 @@ def test_two_processes_match_one_and_keep_banks_identical(tmp_path, mode):
     if mode == "sparse":
         assert all(h["sparse"] == 1 and h["certified"] == 1 for h in results[0]["history"])
     # the global assignment equals one process on the same global batches, up to the reduction order
-    images, ds, net, bank, optimizer = _parts(mode)
+    _, ds, net, bank, optimizer = _parts(mode)
     loader = DataLoader(ds, batch_sampler=_GlobalBatches())
     handler = QuantileAssignmentHandler(DataLoader(ds, batch_size=16), every_n_epochs=1,
-                                        **({"max_dense_bytes": 1024, "candidates": 8} if mode == "sparse" else {}))
+                                        settings={"max_dense_bytes": 1024, "candidates": 8} if mode == "sparse" else {})
     NeuroSQLTrainer("cpu", EPOCHS, loader, net, bank, optimizer, loss_function=SSIML1Loss(2, win_size=7),
                     train_handlers=[handler], seed=0).run()
     assert torch.equal(bank.assignment, results[0]["assignment"])
@@ -115,7 +117,7 @@ def test_two_processes_match_one_and_keep_banks_identical(tmp_path, mode):
 def test_resume_a_two_process_checkpoint_in_one_process(tmp_path):
     """A checkpoint written by rank 0 of a 2-process run resumes in a single process (a different world size)."""
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path), "full"), nprocs=WORLD, join=True)
-    images, ds, net, bank, optimizer = _parts("full")
+    _, ds, net, bank, optimizer = _parts("full")
     handler = QuantileAssignmentHandler(DataLoader(ds, batch_size=16), every_n_epochs=1)
     trainer = NeuroSQLTrainer("cpu", EPOCHS + 2, train_loader(ds, BATCH, seed=0), net, bank, optimizer,
                               loss_function=SSIML1Loss(2, win_size=7), train_handlers=[handler], seed=0)

@@ -47,7 +47,8 @@ def test_class_conditioning(cls):
 
 
 def test_paper_scale_widths_and_act_norm_from_config():
-    net = ConvGenerator(2, 16, spatial_size=64, channels=(512, 256, 128, 64), act=("leakyrelu", {"negative_slope": 0.2}),
+    net = ConvGenerator(2, 16, spatial_size=64, channels=(512, 256, 128, 64),
+                        act=("leakyrelu", {"negative_slope": 0.2}),
                         norm=("batch", {"momentum": 0.05}))
     assert net(torch.randn(2, 16)).shape == (2, 1, 64, 64)
     assert count_parameters(net) > count_parameters(ConvGenerator(2, 16, spatial_size=64))
@@ -73,3 +74,17 @@ def test_bad_arguments(cls, kwargs, match):
 def test_wrong_latent_shape():
     with pytest.raises(ValueError, match=r"\(B, 4\)"):
         ConvGenerator(2, 4, spatial_size=16, channels=(8, 8))(torch.randn(2, 5))
+
+
+def test_conv_generator_loads_checkpoints_from_before_monai_adn():
+    torch.manual_seed(0)
+    net = ConvGenerator(2, 4, spatial_size=16, channels=(8, 8), act=("leakyrelu", {"negative_slope": 0.1})).eval()
+    assert [type(m).__name__ for m in net.project_adn.children()] == ["BatchNorm2d", "LeakyReLU"]
+    old_layout = {k.replace("project_adn.N.", "project_adn.0."): v + 0.5 if v.is_floating_point() else v
+                  for k, v in net.state_dict().items()}
+    assert any(k.startswith("project_adn.0.") for k in old_layout)
+    other = ConvGenerator(2, 4, spatial_size=16, channels=(8, 8), act=("leakyrelu", {"negative_slope": 0.1})).eval()
+    other.load_state_dict(old_layout)  # strict: every old key is read
+    torch.testing.assert_close(other.project_adn.N.running_mean, old_layout["project_adn.0.running_mean"])
+    wrapped = torch.nn.Sequential(ConvGenerator(2, 4, spatial_size=16, channels=(8, 8)))
+    wrapped.load_state_dict({f"0.{k}": v for k, v in old_layout.items()})  # also below a parent module

@@ -6,7 +6,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from monai_neurosql import solve_assignment
-from monai_neurosql.auction import auction_assignment, sparse_auction_assignment
+from monai_neurosql.assignment.auction import auction_assignment, sparse_auction_assignment
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-import monai_neurosql.assignment as assignment_module
+import monai_neurosql.assignment.solvers as assignment_module
 from monai_neurosql import assignment_cost, solve_assignment
-from monai_neurosql.assignment import _greedy_windowed
+from monai_neurosql.assignment.solvers import _greedy_windowed
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

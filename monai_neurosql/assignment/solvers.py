@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["solve_assignment", "assignment_cost", "ASSIGNMENT_METHODS"]
+from .auction import auction_assignment
+
+__all__ = ["ASSIGNMENT_METHODS", "assignment_cost", "solve_assignment"]
 
 #: Methods accepted by :func:`solve_assignment`.
 ASSIGNMENT_METHODS = ("hungarian", "scipy", "lapjv", "greedy", "auction")
@@ -131,7 +133,7 @@ def solve_assignment(cost: torch.Tensor | np.ndarray, method: str = "hungarian")
     - ``"greedy"``: the paper's Algorithm 3 (rows in order, each takes its cheapest free column), run on the
       tensor's device. Not optimal: 11-21% above the optimum on real image costs and 17-19% on Gaussian point
       costs here (``docs/benchmarks.md``), so exact assignment stays the default.
-    - ``"auction"``: Bertsekas' auction with epsilon scaling in torch (:mod:`monai_neurosql.auction`), on the
+    - ``"auction"``: Bertsekas' auction with epsilon scaling in torch (:mod:`monai_neurosql.assignment.auction`), on the
       tensor's device (CUDA); total cost within ``m * eps`` of the optimum (a millionth of the cost range).
 
     Args:
@@ -165,8 +167,6 @@ def solve_assignment(cost: torch.Tensor | np.ndarray, method: str = "hungarian")
         tensor = tensor if tensor.is_floating_point() else tensor.double()
         if method == "greedy":
             return _greedy(tensor)
-        from .auction import auction_assignment
-
         return auction_assignment(tensor).col_ind
     array = cost.detach().cpu().numpy() if isinstance(cost, torch.Tensor) else np.asarray(cost)
     if not np.issubdtype(array.dtype, np.floating):
