@@ -13,6 +13,7 @@ from monai.networks.schedulers import DDPMScheduler
 from monai.utils import CommonKeys
 
 from ..engines.utils import check_finite_loss, optimizer_step
+from ..extras import require
 from ..networks import count_parameters
 from .common import BaselineTrainer, prepare_images
 
@@ -34,8 +35,10 @@ def matched_diffusion_unet(spatial_dims: int, in_channels: int, target_params: i
     lowest resolution) whose parameter count is closest to ``target_params``; the paper matches within 10%.
 
     Raises:
-        ValueError: no width in ``widths`` lands within ``tolerance`` of the target.
+        ImportError: ``einops`` (the ``ddpm`` extra) is missing. ValueError: no width in ``widths`` lands within
+            ``tolerance`` of the target.
     """
+    require("einops", "ddpm", "The DDPM baseline (attention blocks of MONAI's DiffusionModelUNet)")
     best, best_gap = None, float("inf")
     for width in widths:
         with torch.device("meta"):

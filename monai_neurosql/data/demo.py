@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..extras import require
 from .oasis import OASIS_CLASSES
 
 __all__ = ["DEMO_VERSION", "build_oasis_demo"]
@@ -29,14 +30,9 @@ _MARKER = ".neurosql_demo.json"
 
 def _template_slices(z_mm: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """T1 (scaled to [0, 1]), grey-matter and CSF maps of the MNI152 template at axial heights ``z_mm``."""
-    from nilearn.datasets import (
-        load_mni152_brain_mask,
-        load_mni152_gm_template,
-        load_mni152_template,
-        load_mni152_wm_template,
-    )
+    datasets = require("nilearn.datasets", "bundles", "The OASIS demo data (simulated from nilearn's MNI152 template)")
 
-    t1 = load_mni152_template(resolution=1)
+    t1 = datasets.load_mni152_template(resolution=1)
     affine = t1.affine
     inverse = np.linalg.inv(affine)
     z_index = [int(round((inverse @ np.array([0.0, 0.0, z, 1.0]))[2])) for z in z_mm]
@@ -48,9 +44,9 @@ def _template_slices(z_mm: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.
 
     t1p = planes(t1)
     t1p = np.clip(t1p / np.percentile(t1p, 99.5), 0, 1)
-    gm = planes(load_mni152_gm_template(resolution=1))
-    wm = planes(load_mni152_wm_template(resolution=1))
-    mask = planes(load_mni152_brain_mask(resolution=1))
+    gm = planes(datasets.load_mni152_gm_template(resolution=1))
+    wm = planes(datasets.load_mni152_wm_template(resolution=1))
+    mask = planes(datasets.load_mni152_brain_mask(resolution=1))
     csf = np.clip(mask - gm - wm, 0, 1) * (mask > 0.5)
     return t1p, gm, csf, z_index
 

@@ -11,7 +11,7 @@ from types import TracebackType
 __all__ = ["summarize_errors_at_exit", "user_error"]
 
 _PACKAGE = str(Path(__file__).resolve().parents[1])
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ArithmeticError)
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, ArithmeticError, ImportError)
 
 
 def _raised_here(error: BaseException) -> bool:
@@ -25,7 +25,8 @@ def _raised_here(error: BaseException) -> bool:
 def user_error(error: BaseException) -> BaseException | None:
     """The innermost error of ``error``'s chain (``__cause__``/``__context__``) that monai_neurosql raised for the
     user: a ``ValueError``/``TypeError``/``FileNotFoundError``/``FileExistsError`` about an input or an output
-    folder, or a run that diverged. MONAI's bundle parser wraps these in ``RuntimeError("Failed to evaluate ...")``;
+    folder, an ``ImportError`` naming the extra to install (:func:`monai_neurosql.extras.require`), or a run that
+    diverged. MONAI's bundle parser wraps these in ``RuntimeError("Failed to evaluate ...")``;
     this finds them again."""
     from ..handlers.divergence_guard import TrainingDivergedError
 

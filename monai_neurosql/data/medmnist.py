@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..extras import require
+
 __all__ = [
     "FASHION_MNIST_DIR",
     "download_medmnist",
@@ -249,7 +251,7 @@ def fashion_mnist_to_npz(
     caps training sets at 2000). Written once; an existing file is returned as is.
 
     Raises:
-        FileNotFoundError: the idx files are missing (``apt-get install dataset-fashion-mnist``).
+        FileNotFoundError: the idx files are not in ``source_dir`` (``apt-get install dataset-fashion-mnist``).
     """
     out = Path(out_path).expanduser()
     if out.is_file():
@@ -261,8 +263,9 @@ def fashion_mnist_to_npz(
     }
     missing = [n for n in names.values() if not (src / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"Fashion-MNIST idx files {missing} not found in {str(src)!r}; install them with "
-                                "'apt-get install dataset-fashion-mnist' or pass source_dir.")
+        raise FileNotFoundError(f"the Fashion-MNIST idx files {missing} are not in {str(src)!r} (Debian's "
+                                f"dataset-fashion-mnist package installs them in {FASHION_MNIST_DIR}: apt-get install "
+                                "dataset-fashion-mnist).")
     arrays = {k: read_idx(src / v) for k, v in names.items()}
     train_x, train_y = arrays["train_images"], arrays["train_labels"]
     val_x, val_y = train_x[-num_val:], train_y[-num_val:]
@@ -283,14 +286,10 @@ def download_medmnist(name: str, size: int = 28, root: str | os.PathLike = "~/.m
         Path of the ``.npz`` file (``<root>/<name>[_<size>].npz``).
 
     Raises:
-        ImportError: ``medmnist`` is not installed (``pip install medmnist``).
+        ImportError: ``medmnist`` is not installed (``pip install "monai-neurosql[medmnist]"``).
         RuntimeError: the download failed (no internet): download the ``.npz`` elsewhere and pass its path.
     """
-    try:
-        import medmnist
-    except ImportError as err:
-        raise ImportError("downloading MedMNIST needs the 'medmnist' package: pip install medmnist "
-                          "(or pass the path of a downloaded .npz file).") from err
+    medmnist = require("medmnist", "medmnist", "Downloading MedMNIST sets by name (or pass a downloaded .npz file)")
     info = medmnist.INFO.get(name.lower())
     if info is None:
         raise ValueError(f"unknown MedMNIST set {name!r}; known sets: {sorted(medmnist.INFO)}.")

@@ -111,6 +111,8 @@ def _prepare_oasis_split(dataset_dir, output_dir, layout, csv_path, fractions, s
         raise ValueError(f"layout must be 'auto', 'kaggle' or 'volumes', got {layout!r}.")
     records = check_image_files(records)
     split = subject_stratified_split(records, fractions=fractions, seed=seed, min_subjects=min_subjects)
+    subjects = ", ".join(f"{len({r['subject'] for r in split[name]})}" for name in ("training", "validation", "test"))
+    _log_split(split, f"of {subjects} subjects ({layout} layout, {root}), split by subject")
     if writer:
         write_datalist(split, out / "datalist.json", base_dir=root, seed=seed, fractions=list(fractions),
                        layout=layout)
@@ -126,6 +128,7 @@ def prepare_medmnist_split(
     max_train: int | None = None,
     spatial_dims: int | None = None,
     num_classes: int | None = None,
+    fashion_mnist_dir: str | os.PathLike = FASHION_MNIST_DIR,
 ) -> dict[str, list[dict]]:
     """MedMNIST splits (the release's own train/val/test) as records with in-memory arrays.
 
@@ -134,40 +137,60 @@ def prepare_medmnist_split(
 
     Args:
         npz_file: a MedMNIST ``.npz``. When ``None``: ``name`` is downloaded with the ``medmnist`` package (needs
-            internet), or, with no name either, Fashion-MNIST from Debian's ``dataset-fashion-mnist`` is repacked
-            into the MedMNIST format under ``output_dir``.
+            internet), or, with no name either, Fashion-MNIST from ``fashion_mnist_dir`` is repacked into the
+            MedMNIST format under ``output_dir``.
         name, size, root: MedMNIST set, image size and download folder.
         output_dir: where the repacked Fashion-MNIST file and ``datalist.json`` (counts only) go.
         max_train: cap on the training images (the paper caps at 2000).
         spatial_dims: 2 or 3 to check the file against.
         num_classes: labels must lie in ``0..num_classes-1`` (``None``: only non-negative).
+        fashion_mnist_dir: the folder of the Fashion-MNIST idx files (``train-images-idx3-ubyte.gz``, ...) used when
+            neither ``npz_file`` nor ``name`` is given. Default: where Debian's ``dataset-fashion-mnist`` puts them.
 
     Raises:
-        FileNotFoundError, ValueError: see :func:`medmnist_records`; ``max_train < 1``.
+        FileNotFoundError, ValueError: see :func:`medmnist_records`; ``max_train < 1``; no ``npz_file`` or
+            ``name`` and no Fashion-MNIST in ``fashion_mnist_dir`` (the message names the three settings).
     """
     if max_train is not None and int(max_train) < 1:
         raise ValueError(f"max_train must be at least 1 (or None for all training images), got {max_train}.")
     with _RankZeroFirst() as writer:
         return _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, spatial_dims, num_classes,
-                                       writer)
+                                       fashion_mnist_dir, writer)
 
 
 def _prepare_medmnist_split(npz_file, name, size, root, output_dir, max_train, spatial_dims, num_classes,
-                            writer: bool) -> dict[str, list[dict]]:
+                            fashion_mnist_dir, writer: bool) -> dict[str, list[dict]]:
     if npz_file in (None, ""):
         if name:
             npz_file = download_medmnist(name, size, root)
         else:
             target = Path(output_dir or ".").expanduser() / "fashionmnist_medmnist.npz"
-            npz_file = fashion_mnist_to_npz(target, FASHION_MNIST_DIR)
-            logger.info(f"no npz_file or name given: using Fashion-MNIST repacked as {npz_file}")
+            missing = None
+            try:
+                npz_file = fashion_mnist_to_npz(target, Path(fashion_mnist_dir).expanduser())
+            except FileNotFoundError as err:
+                missing = str(err)
+            if missing is not None:  # raised here, outside the except: the bundle's last line shows this message
+                raise FileNotFoundError(
+                    f"npz_file and medmnist_name are empty, so the data is Fashion-MNIST from fashion_mnist_dir, but "
+                    f"{missing} Point --fashion_mnist_dir at the folder of those files, or train on a MedMNIST file "
+                    "with --npz_file <file.npz> (or --medmnist_name <set>, which downloads it and needs internet)."
+                )
+            logger.info(f"no npz_file or medmnist_name given: using Fashion-MNIST from {str(fashion_mnist_dir)!r}, "
+                        f"repacked as {npz_file}")
     split = medmnist_records(npz_file, spatial_dims, num_classes=num_classes)
     if max_train is not None:
         split["training"] = split["training"][: int(max_train)]
+    _log_split(split, f"from {npz_file}")
     if output_dir is not None and writer:
         write_datalist(split, Path(output_dir).expanduser() / "datalist.json", source=str(npz_file),
                        max_train=max_train)
     return split
+
+
+def _log_split(split: dict[str, list[dict]], source: str) -> None:
+    counts = ", ".join(f"{len(split.get(name, []))} {name}" for name in ("training", "validation", "test"))
+    logger.info(f"data: {counts} images {source}")
 
 
 def image_spacing(image: torch.Tensor) -> list[float]:

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["QuantileAssignmentHandler"]
 
+#: The ``engine.state.metrics`` keys the handler sets in epochs with an assignment.
+METRIC_NAMES = ("assignment_cost", "assignment_moved")
+
 #: Starts the handler can give the codes before the first epoch (``None``: keep the bank's own start).
 INITS = (None, "pca")
 
@@ -44,8 +47,10 @@ class QuantileAssignmentHandler:
     (Algorithm 1 uses the same ``l`` in both steps).
 
     It fires :class:`~monai_neurosql.engines.AssignmentEvents` on the engine, leaves the last statistics in
-    ``engine.state.assignment`` and ``engine.state.metrics["assignment_cost"]``/``["assignment_moved"]``, and
-    logs cost, moved fraction and time through the engine's logger. Its ``state_dict`` holds the history, so
+    ``engine.state.assignment``, and logs cost, moved fraction and time through the engine's logger. The metrics
+    ``engine.state.metrics["assignment_cost"]``/``["assignment_moved"]`` exist only in epochs with an assignment
+    (they are removed when the next epoch starts), so epoch-level ``StatsHandler``/``TensorBoardStatsHandler``
+    report them once per assignment, not again in the epochs between. Its ``state_dict`` holds the history, so
     ``CheckpointSaver`` keeps it and resumed runs continue it.
 
     Args:
@@ -125,6 +130,8 @@ class QuantileAssignmentHandler:
         """Register on ``engine`` (a :class:`NeuroSQLTrainer`): epoch-level (full) or iteration-level (minibatch)."""
         if self._name is None:
             self.logger = engine.logger
+        if not engine.has_event_handler(self._forget_metrics, Events.EPOCH_STARTED):
+            engine.add_event_handler(Events.EPOCH_STARTED, self._forget_metrics)
         if self.init == "pca" and not engine.has_event_handler(self._start_from_pca, Events.EPOCH_STARTED):
             # epoch 1 only: a run resumed from a checkpoint starts at a later epoch and keeps its codes
             engine.add_event_handler(Events.EPOCH_STARTED(once=1), self._start_from_pca)
@@ -142,9 +149,8 @@ class QuantileAssignmentHandler:
         stats["epoch"] = float(engine.state.epoch)
         stats["iteration"] = float(engine.state.iteration)
         engine.state.assignment = stats
-        engine.state.metrics["assignment_cost"] = stats["cost"]
-        engine.state.metrics["assignment_moved"] = stats["moved"]
         if self.mode == "full":
+            engine.state.metrics.update(dict(zip(METRIC_NAMES, (stats["cost"], stats["moved"]))))
             self.history.append(stats)
             solver = "sparse certified auction" if stats["sparse"] else self.settings.method
             self.logger.info(
@@ -156,6 +162,12 @@ class QuantileAssignmentHandler:
         else:
             self._epoch_stats.append(stats)
         engine.fire_event(AssignmentEvents.ASSIGNMENT_COMPLETED)
+
+    @staticmethod
+    def _forget_metrics(engine: Engine) -> None:
+        # the last assignment's numbers are not this epoch's: metric handlers must not report them again
+        for key in METRIC_NAMES:
+            engine.state.metrics.pop(key, None)
 
     # ------------------------------------------------------------------ the start and the two modes
     def _assignment_images(self, engine: NeuroSQLTrainer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,8 +233,7 @@ class QuantileAssignmentHandler:
         for key in ("seconds", "decode_seconds", "cost_seconds", "solve_seconds"):
             summary[key] = sum(s[key] for s in self._epoch_stats)
         self.history.append(summary)
-        engine.state.metrics["assignment_cost"] = summary["cost"]
-        engine.state.metrics["assignment_moved"] = summary["moved"]
+        engine.state.metrics.update(dict(zip(METRIC_NAMES, (summary["cost"], summary["moved"]))))
         self.logger.info(
             f"Epoch {engine.state.epoch}: {len(self._epoch_stats)} mini-batch assignments ({self.settings.method}): "
             f"mean cost {summary['cost']:.4f}, {100 * summary['moved']:.1f}% codes moved, "

@@ -7,6 +7,7 @@ import os
 import torch
 import torch.nn as nn
 
+from ..extras import require
 from .features import load_pretrained_weights
 
 __all__ = ["LPIPSMetric", "lpips_distance", "VGG16_WEIGHTS"]
@@ -26,8 +27,9 @@ class LPIPSMetric(nn.Module):
 
     def __init__(self, weights_path: str | os.PathLike | None = None) -> None:
         super().__init__()
-        import lpips
         import torchvision
+
+        lpips = require("lpips", "lpips", "LPIPSMetric")
 
         state = load_pretrained_weights(VGG16_WEIGHTS, weights_path, "LPIPS (VGG-16)")
         vgg = torchvision.models.vgg16(weights=None)

@@ -107,7 +107,8 @@ class LatentGenerator(nn.Module):
 
     def condition(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """``z`` (and the embedding of ``labels``) as the ``(B, input_size)`` network input."""
-        tracing = torch.jit.is_tracing()  # TorchScript export traces shapes symbolically: no Python checks then
+        # TorchScript tracing and torch.export trace shapes symbolically: no data-dependent Python checks then
+        tracing = torch.jit.is_tracing() or torch.compiler.is_exporting()
         if not tracing and (z.ndim != 2 or z.shape[1] != self.latent_size):
             raise ValueError(f"z must have shape (B, {self.latent_size}), got {tuple(z.shape)}.")
         if self.class_embedding is None:

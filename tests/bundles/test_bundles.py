@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 
-from monai_neurosql.data import build_oasis_demo, read_datalist
+from monai_neurosql.data import build_oasis_demo, load_trained_generator, read_datalist, user_error
+from monai_neurosql.export import load_exported_generator
 from tests.data.test_medmnist import write_npz
 
 ROOT = Path(__file__).resolve().parents[2]
 OASIS = ROOT / "bundles" / "neurosql_oasis" / "configs"
 MEDMNIST = ROOT / "bundles" / "neurosql_medmnist" / "configs"
-SCHEMA = ROOT / "bundles" / "schema" / "generator_meta_schema.json"
+SCHEMA = ROOT / "bundles" / "schema" / "meta_schema.json"
 TINY = {"num_epochs": 2, "every_n_epochs": 1, "batch_size": 8, "latent_size": 4, "grid_every_n_epochs": 1,
         "channels": [16, 8, 8], "val_max_images": 16}
 
@@ -87,12 +89,11 @@ def test_oasis_kaggle_layout_train_resume_infer(tiny_kaggle, tmp_path):
     assert info["spacing"][0] > 1.0  # slices were downsampled from the 1 mm JPEG grid
 
 
-@pytest.mark.slow
-def test_oasis_volume_layout_class_conditional(tmp_path):
-    data = tmp_path / "oasis1"
+def write_oasis1(data: Path, csv: Path, subjects: int = 12) -> tuple[Path, Path]:
+    """Tiny OASIS-1 volumes (one session folder per subject) and their clinical CSV (CDR 0 or 0.5)."""
     rng = np.random.default_rng(0)
     rows = ["ID,CDR"]
-    for i in range(12):
+    for i in range(subjects):
         sid = f"OAS1_{i + 1:04d}_MR1"
         folder = data / sid / "PROCESSED"
         folder.mkdir(parents=True)
@@ -100,8 +101,13 @@ def test_oasis_volume_layout_class_conditional(tmp_path):
         vol[4:20, 4:20, 2:18] = rng.uniform(20, 100, size=(16, 16, 16)) + 10 * (i % 2)
         nib.save(nib.Nifti1Image(vol, np.eye(4)), str(folder / f"{sid}_t88_masked_gfc.nii.gz"))
         rows.append(f"{sid},{0.5 * (i % 2)}")
-    csv = tmp_path / "oasis_cross-sectional.csv"
     csv.write_text("\n".join(rows) + "\n")
+    return data, csv
+
+
+@pytest.mark.slow
+def test_oasis_volume_layout_class_conditional(tmp_path):
+    data, csv = write_oasis1(tmp_path / "oasis1", tmp_path / "oasis_cross-sectional.csv")
     run_workflow([OASIS / "train.json"], tmp_path / "run", dataset_dir=str(data), csv_path=str(csv), spatial_size=16,
                  conditional=True, split_fractions=[0.7, 0.15, 0.15], **{**TINY, "channels": [8, 8]})
     info = check_training_outputs(tmp_path / "run", (16, 16))
@@ -131,46 +137,71 @@ def test_medmnist_2d_and_3d(tmp_path):
 
 
 @pytest.mark.parametrize("bundle", ["neurosql_oasis", "neurosql_medmnist"])
-def test_metadata_verifies_and_bundle_layout(bundle, tmp_path):
+def test_bundle_layout_and_metadata(bundle, recwarn):
     root = ROOT / "bundles" / bundle
-    for name in ("metadata.json", "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json",
-                 "logging.conf"):
+    for name in ("metadata.json", "train.json", "inference.json", "evaluate.json", "export.json",
+                 "multi_gpu_train.json", "logging.conf"):
         assert (root / "configs" / name).is_file()
     assert (root / "docs" / "README.md").is_file() and (root / "LICENSE").is_file()
-    schema = tmp_path / "schema.json"
-    schema.write_text(SCHEMA.read_text())  # offline copy: verify_metadata downloads only when the file is missing
-    verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(schema))
+    large = [line for line in (root / "large_files.yml").read_text().splitlines() if not line.startswith("#")]
+    assert large == ["large_files: []"]  # the model-zoo list of weight files: none are published
+    # offline: verify_metadata downloads the schema only when --filepath is missing
+    verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    # MONAI 1.6 loads required_packages_version as written (a deprecated optional_packages_version would replace it)
+    parser = ConfigParser()
+    parser.read_meta(str(root / "configs" / "metadata.json"))
+    required = set(parser["_meta_"]["required_packages_version"])
+    assert not [w for w in recwarn if "deprecated name" in str(w.message)]
+    tomllib = pytest.importorskip("tomllib", reason="tomllib (Python >= 3.11) reads pyproject.toml")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[\s<>=\[]", r)[0] for r in project["dependencies"]} - {"torch", "numpy", "monai"}
+    demo = {"nilearn"} if bundle == "neurosql_oasis" else set()
+    assert required == core | {"monai-neurosql", "tensorboard"} | demo
+    image = parser["_meta_"]["network_data_format"]["inputs"]["image"]
+    assert image["num_channels"] == 16 and image["spatial_shape"] == [] and image["format"] == "latent"
 
 
-def test_ckpt_export_to_torchscript(tmp_path):
-    npz = write_npz(tmp_path / "tiny.npz", n=(16, 8, 8))
-    run_workflow([MEDMNIST / "train.json"], tmp_path, npz_file=str(npz), **{**TINY, "num_epochs": 1})
-    ts = tmp_path / "models" / "model.ts"
-    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(tmp_path / "models" / "model.pt"),
-                key_in_ckpt="generator", meta_file=str(MEDMNIST / "metadata.json"),
-                config_file=str(MEDMNIST / "inference.json"), bundle_root=str(tmp_path), use_trace=True,
-                input_shape=[2, 4])
-    model = torch.jit.load(str(ts))
-    out = model(torch.randn(3, 4))
-    assert out.shape == (3, 1, 28, 28)
+def test_the_offline_schema_refuses_what_monai_16_misreads(tmp_path):
+    meta = json.loads((OASIS / "metadata.json").read_text())
+    broken = {**meta, "optional_packages_version": {"nilearn": "0.14.1"}}
+    (tmp_path / "meta.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="Failed validating"):
+        verify_metadata(meta_file=str(tmp_path / "meta.json"), filepath=str(SCHEMA))
+    nested = json.loads(json.dumps(meta))
+    nested["network_data_format"]["inputs"] = {"latent": nested["network_data_format"]["inputs"]["image"]}
+    (tmp_path / "meta.json").write_text(json.dumps(nested))
+    with pytest.raises(ValueError, match="Failed validating"):
+        verify_metadata(meta_file=str(tmp_path / "meta.json"), filepath=str(SCHEMA))
 
 
 @pytest.mark.slow
-def test_multi_gpu_override_with_torchrun_on_cpu(tmp_path):
-    """torchrun --nproc_per_node=2 runs the bundle with DDP (gloo on CPU); rank 0 writes the checkpoint."""
-    import os
-    import subprocess
-    import sys
+def test_export_config_and_verify_net_in_out_on_a_trained_run(tmp_path, capsys):
+    npz = write_npz(tmp_path / "tiny.npz", n=(16, 8, 8))
+    run_workflow([MEDMNIST / "train.json"], tmp_path, npz_file=str(npz), **{**TINY, "num_epochs": 1,
+                                                                           "latent_size": 16})
+    capsys.readouterr()
+    run_workflow([MEDMNIST / "inference.json", MEDMNIST / "export.json"], tmp_path, workflow_type="infer")
+    assert "reproduces the generator on 4 seeded codes" in capsys.readouterr().out  # the bundles log to stdout
+    program, extras = load_exported_generator(tmp_path / "models" / "model.pt2")
+    generator, _, _ = load_trained_generator(tmp_path)
+    z = torch.randn(7, 16, generator=torch.Generator().manual_seed(0))  # another batch size than the export's
+    with torch.no_grad():
+        torch.testing.assert_close(program(z), generator(z), rtol=1e-5, atol=1e-6)
+    assert set(extras["metadata.json"]["required_packages_version"]) >= {"monai-neurosql", "tensorboard", "lapx"}
+    assert extras["data_info.json"]["shape"] == [1, 28, 28]
+    verify_net_in_out(net_id="network_def", meta_file=str(MEDMNIST / "metadata.json"),
+                      config_file=str(MEDMNIST / "inference.json"), bundle_root=str(tmp_path))
+    with pytest.raises(ValueError, match="output channel number"):  # the check is real: 3 channels are refused
+        verify_net_in_out(net_id="network_def", meta_file=str(MEDMNIST / "metadata.json"),
+                          config_file=str(MEDMNIST / "inference.json"), bundle_root=str(tmp_path),
+                          **{"_meta_#network_data_format#outputs#pred#num_channels": 3})
 
-    npz = write_npz(tmp_path / "tiny.npz", n=(32, 8, 8))
-    configs = f"['{MEDMNIST / 'train.json'}','{MEDMNIST / 'multi_gpu_train.json'}']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
-           "monai.bundle", "run", "--config_file", configs, "--bundle_root", str(tmp_path), "--npz_file", str(npz),
-           "--num_epochs", "2", "--every_n_epochs", "1", "--batch_size", "8", "--latent_size", "4",
-           "--channels", "[16, 8, 8]", "--val_max_images", "8"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
-    assert state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"] == 2 * 2  # 16 images per rank
-    assert len(state["assignment"]["history"]) == 2 and state["assignment"]["history"][-1]["n"] == 32
+
+def test_missing_fashion_mnist_names_the_setting_and_the_fix(tmp_path):
+    with pytest.raises(RuntimeError) as excinfo:
+        run_workflow([MEDMNIST / "train.json"], tmp_path, fashion_mnist_dir=str(tmp_path / "nowhere"))
+    message = str(user_error(excinfo.value))
+    assert message.startswith("npz_file and medmnist_name are empty, so the data is Fashion-MNIST from "
+                              "fashion_mnist_dir, but the Fashion-MNIST idx files")
+    assert str(tmp_path / "nowhere") in message and "--fashion_mnist_dir" in message and "--npz_file" in message
+    assert not list((tmp_path / "models").iterdir())  # stopped before anything was trained or written

@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 from monai.data import Dataset
+from monai.handlers import StatsHandler, TensorBoardStatsHandler
 from scipy.optimize import linear_sum_assignment
 
 from monai_neurosql import AssignmentSettings, SSIML1Loss, pairwise_cost
@@ -85,6 +86,38 @@ def test_minibatch_reads_the_clean_key_and_summarizes_each_epoch(tiny):
     missing = QuantileAssignmentHandler(mode="minibatch", assignment_key="clean")
     with pytest.raises(KeyError, match="'clean'"):
         make_tiny().trainer(epochs=1, handlers=[missing]).run()
+
+
+class _Scalars:
+    """A stand-in ``SummaryWriter`` that records ``add_scalar`` calls (what TensorBoard would get)."""
+
+    def __init__(self):
+        self.scalars = []
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, step, value))
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("mode", ["full", "minibatch"])
+def test_assignment_metrics_are_reported_only_in_epochs_with_an_assignment(tiny, mode):
+    # full: K = 2 over 4 epochs; minibatch: every 5th of 3 iterations per epoch (iterations 5 and 10)
+    handler = (_handler(tiny, every_n_epochs=2) if mode == "full" else
+               QuantileAssignmentHandler(mode="minibatch", every_n_iterations=5, seed=0))
+    writer, stats = _Scalars(), StatsHandler(name=f"stats_{mode}", iteration_log=False)
+    lines = []
+    stats.logger.addHandler(logging.Handler())
+    stats.logger.handlers[-1].emit = lambda record: lines.append(record.getMessage())
+    trainer = tiny.trainer(epochs=4, handlers=[handler, stats, TensorBoardStatsHandler(writer, iteration_log=False)])
+    trainer.run()
+    assert [h["epoch"] for h in handler.history] == [2, 4]
+    for key, stat in (("assignment_cost", "cost"), ("assignment_moved", "moved")):
+        assert [(step, value) for tag, step, value in writer.scalars if tag == key] == \
+            [(2, handler.history[0][stat]), (4, handler.history[1][stat])]
+    # StatsHandler logs an epoch's metrics only when it has some: here, the assignment epochs only
+    assert [line.split(" ")[0] for line in lines if "assignment_cost" in line] == ["Epoch[2]", "Epoch[4]"]
 
 
 def test_pca_start_is_applied_at_the_first_epoch_only(tiny):
