@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from .common import BaselineTrainer, prepare_images
-from .ddpm import DDPMTrainer, matched_diffusion_unet
-from .gan import Discriminator, GANTrainer
+from .ddpm import DDPMTrainer, SeededDDPMScheduler, matched_diffusion_unet
+from .gan import GAN_LOSSES, Discriminator, GANTrainer, dcgan_init
 from .vae import VAE, MLPEncoder, VAETrainer
 
 __all__ = [
@@ -10,9 +10,12 @@ __all__ = [
     "DDPMTrainer",
     "Discriminator",
     "GANTrainer",
+    "GAN_LOSSES",
     "MLPEncoder",
+    "SeededDDPMScheduler",
     "VAE",
     "VAETrainer",
+    "dcgan_init",
     "matched_diffusion_unet",
     "prepare_images",
 ]

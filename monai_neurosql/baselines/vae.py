@@ -11,8 +11,8 @@ import torch.nn as nn
 from monai.utils import CommonKeys
 
 from ..engines.utils import check_finite_loss, optimizer_step
-from ..generate import decode
-from ..losses import SSIML1Loss
+from .. import decode
+from .. import SSIML1Loss
 from .common import BaselineTrainer, prepare_images
 
 __all__ = ["MLPEncoder", "VAE", "VAETrainer"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from monai.metrics import MultiScaleSSIMMetric, SSIMMetric
 
-from ..generate import decode
+from .. import decode
 
 __all__ = ["random_pairs", "paired_ssim", "reconstruction_ssim", "ms_ssim_diversity", "ms_ssim_settings"]
 

@@ -103,8 +103,8 @@ def test_ddpm_sampler_recovers_the_image_with_an_oracle_denoiser():
     alpha_bar = scheduler.alphas_cumprod
 
     class Oracle(torch.nn.Module):
-        def forward(self, x, timesteps, class_labels=None):
-            a = alpha_bar[timesteps].view(-1, 1, 1, 1)
+        def forward(self, x, timesteps, context=None, class_labels=None):
+            a = alpha_bar[timesteps.long()].view(-1, 1, 1, 1)
             return (x - a.sqrt() * x0) / (1 - a).sqrt()
 
     fake = types.SimpleNamespace(state=types.SimpleNamespace(device=torch.device("cpu")), scheduler=scheduler,
