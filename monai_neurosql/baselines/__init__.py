@@ -6,14 +6,14 @@ from .gan import GAN_LOSSES, Discriminator, GANTrainer, dcgan_init
 from .vae import VAE, MLPEncoder, VAETrainer
 
 __all__ = [
+    "GAN_LOSSES",
+    "VAE",
     "BaselineTrainer",
     "DDPMTrainer",
     "Discriminator",
     "GANTrainer",
-    "GAN_LOSSES",
     "MLPEncoder",
     "SeededDDPMScheduler",
-    "VAE",
     "VAETrainer",
     "dcgan_init",
     "matched_diffusion_unet",

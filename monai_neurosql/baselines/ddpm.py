@@ -8,18 +8,18 @@ import functools
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import DiffusionInferer
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from monai.utils import CommonKeys
+from torch import nn
 
 from ..engines.utils import check_finite_loss, optimizer_step
 from ..networks import count_parameters
 from .common import BaselineTrainer, prepare_images
 
-__all__ = ["matched_diffusion_unet", "DDPMTrainer", "SeededDDPMScheduler"]
+__all__ = ["DDPMTrainer", "SeededDDPMScheduler", "matched_diffusion_unet"]
 
 
 class SeededDDPMScheduler(DDPMScheduler):

@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm
 from monai.utils import CommonKeys
+from torch import nn
 
-from ..engines.utils import check_finite_loss, optimizer_step
 from .. import decode
+from ..engines.utils import check_finite_loss, optimizer_step
 from .common import BaselineTrainer, prepare_images
 
-__all__ = ["Discriminator", "GANTrainer", "GAN_LOSSES", "dcgan_init"]
+__all__ = ["GAN_LOSSES", "Discriminator", "GANTrainer", "dcgan_init"]
 
 #: Adversarial objectives: DCGAN's non-saturating BCE, or the hinge loss of SNGAN/BigGAN.
 GAN_LOSSES = ("bce", "hinge")

@@ -36,7 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["main", "balanced_subset", "classical_augmentation", "fit_classifier"]
+__all__ = ["balanced_subset", "classical_augmentation", "fit_classifier", "main"]
+
+logger = logging.getLogger(__name__)
 
 FIELDS = ["dataset", "per_class", "seed", "condition", "accuracy", "macro_recall", "macro_precision", "n_real",
           "n_synthetic", "gen_seconds", "clf_seconds"]
@@ -194,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             if new:
                 writer.writeheader()
             writer.writerow(row)
-        logging.info(f"{row['per_class']}/class seed {row['seed']} {row['condition']}: accuracy {row['accuracy']:.3f}")
+        logger.info(f"{row['per_class']}/class seed {row['seed']} {row['condition']}: accuracy {row['accuracy']:.3f}")
 
     def classify(condition: str, per_class: int, seed: int, x: torch.Tensor, y: torch.Tensor, n_real: int,
                  aug=None, gen_seconds: float = 0.0) -> None:

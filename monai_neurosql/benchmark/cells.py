@@ -15,8 +15,21 @@ import torch
 
 from .memory import peak_rss_mib
 
-__all__ = ["MODELS", "BACKBONES", "VARIANTS", "PROTOCOLS", "LEARNING_RATES", "build_generator", "build_model",
-           "cell_key", "cell_dir", "run_cell", "scored_count", "score_controls", "select_vae_beta"]
+__all__ = [
+    "BACKBONES",
+    "LEARNING_RATES",
+    "MODELS",
+    "PROTOCOLS",
+    "VARIANTS",
+    "build_generator",
+    "build_model",
+    "cell_dir",
+    "cell_key",
+    "run_cell",
+    "score_controls",
+    "scored_count",
+    "select_vae_beta",
+]
 
 MODELS = ("neurosql", "vae", "gan", "ddpm")
 BACKBONES = ("conv", "resnet", "film_unet")
@@ -87,8 +100,16 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
     from monai.data import Dataset
 
     from .. import LatentBank, generate
-    from ..baselines import VAE, DDPMTrainer, Discriminator, GANTrainer, MLPEncoder, VAETrainer, dcgan_init, \
-        matched_diffusion_unet
+    from ..baselines import (
+        VAE,
+        DDPMTrainer,
+        Discriminator,
+        GANTrainer,
+        MLPEncoder,
+        VAETrainer,
+        dcgan_init,
+        matched_diffusion_unet,
+    )
     from ..data import assignment_loader
     from ..engines import NeuroSQLTrainer
     from ..handlers import QuantileAssignmentHandler
@@ -310,8 +331,15 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
 def _pretrained_scores(real: torch.Tensor, fake: torch.Tensor, settings: Mapping[str, Any]) -> dict[str, Any]:
     """FID and the other pretrained-feature scores whose weights files were given (each below its minimum count
     reported as such)."""
-    from ..metrics import MIN_SAMPLES, below_minimum, fd_imagenet_inception, fd_medicalnet, fd_radimagenet, fid, \
-        lpips_distance
+    from ..metrics import (
+        MIN_SAMPLES,
+        below_minimum,
+        fd_imagenet_inception,
+        fd_medicalnet,
+        fd_radimagenet,
+        fid,
+        lpips_distance,
+    )
 
     n, out = len(fake), {}
     for name, key, fn, minimum in (("fid", "fid_weights", fid, MIN_SAMPLES["fid"]),

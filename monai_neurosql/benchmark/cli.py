@@ -44,7 +44,7 @@ import torch
 
 from .cells import BACKBONES, MODELS, PROTOCOLS, VARIANTS, cell_key
 
-__all__ = ["main", "FIELDS"]
+__all__ = ["FIELDS", "main"]
 
 FIELDS = [
     "dataset", "model", "backbone", "latent_size", "seed", "variant", "conditional", "protocol", "epochs_run",
@@ -132,8 +132,13 @@ def _write_csv(path: Path, rows: Sequence[dict], append: bool = False) -> None:
 
 def _weights(settings: dict) -> None:
     """Weights files found in the torch hub cache fill the options left empty."""
-    from ..metrics import FID_INCEPTION_WEIGHTS, IMAGENET_INCEPTION_WEIGHTS, MEDICALNET_WEIGHTS, RADIMAGENET_WEIGHTS, \
-        VGG16_WEIGHTS
+    from ..metrics import (
+        FID_INCEPTION_WEIGHTS,
+        IMAGENET_INCEPTION_WEIGHTS,
+        MEDICALNET_WEIGHTS,
+        RADIMAGENET_WEIGHTS,
+        VGG16_WEIGHTS,
+    )
     from ..metrics.features import hub_checkpoint_path
 
     for key, filename, subdir in (("fid_weights", FID_INCEPTION_WEIGHTS, "checkpoints"),
@@ -244,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                         cells.append({"dataset": name, "model": model, "backbone": backbone, "latent_size": latent,
                                       "seed": seed, "variant": variant, "conditional": conditional,
                                       "protocol": args.protocol})
+    cells = list({cell_key(c): c for c in cells}.values())  # a model or seed named twice runs once
     csv_path = output / "results.csv"
     rows = _read_csv(csv_path)
     done = {cell_key(r) for r in rows}

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["dataset_name", "load_benchmark_data", "DEMO_SUBJECTS"]
+__all__ = ["DEMO_SUBJECTS", "dataset_name", "load_benchmark_data"]
 
 #: Subjects per class of the embedded demo at ``demo_scale=1`` (Non Demented, Very mild, Mild, Moderate).
 DEMO_SUBJECTS = (16, 10, 8, 6)

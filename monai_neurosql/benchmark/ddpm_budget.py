@@ -24,6 +24,8 @@ import torch
 
 __all__ = ["main"]
 
+logger = logging.getLogger(__name__)
+
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     from ignite.engine import Events
@@ -100,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         save_grid_png(fake[:64], output / f"ddpm_step{engine.state.iteration}.png", nrow=16, scale=2)
         rows.append({"steps": engine.state.iteration, "train_seconds": clock["train"],
                      "sample_seconds": sample_seconds, **kid(fake)})
-        logging.info(f"{rows[-1]}")
+        logger.info(f"{rows[-1]}")
         clock["start"] = time.perf_counter()
         if engine.state.iteration >= max(args.steps):
             engine.terminate()

@@ -14,7 +14,7 @@ import torch
 
 from .cells import MODELS
 
-__all__ = ["HEADLINE", "summarize", "control_report", "comparison_grids"]
+__all__ = ["HEADLINE", "comparison_grids", "control_report", "summarize"]
 
 #: The headline columns, in order: (row key, header). Optional columns appear only when some row has them.
 HEADLINE = [

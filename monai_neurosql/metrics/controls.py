@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from monai.networks.layers import GaussianFilter
 
-__all__ = ["CONTROLS", "NEGATIVE_CONTROLS", "blur", "control_sets", "control_flags"]
+__all__ = ["CONTROLS", "NEGATIVE_CONTROLS", "blur", "control_flags", "control_sets"]
 
 #: Control names: ``real_unseen`` real images the models never saw (the floor; the validation split),
 #: ``real_train`` training images (the copy control), ``noise``, ``mean_image``, ``blurred``.
@@ -38,7 +38,7 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def control_sets(train: torch.Tensor, unseen: torch.Tensor, num: int, seed: int = 0,
                  blur_sigma: float | None = None) -> dict[str, torch.Tensor]:
-    """The control sets, ``num`` images each (fewer when a real split holds fewer), drawn with ``seed``.
+    """The control sets, ``num`` images each (the real ones fewer when their split holds fewer), drawn with ``seed``.
 
     - ``real_unseen``: ``num`` images of ``unseen`` (real images no model trained on, e.g. the validation split;
       the test split stays the reference every set is scored against).
@@ -60,13 +60,13 @@ def control_sets(train: torch.Tensor, unseen: torch.Tensor, num: int, seed: int 
     pick_unseen = torch.randperm(len(unseen), generator=g)[: min(num, len(unseen))]
     real_train = train[pick_train].float()
     mean, std = train.float().mean(0), train.float().std(0)
-    noise = (mean + std * torch.randn((len(real_train), *train.shape[1:]), generator=g)).clamp(0.0, 1.0)
+    noise = (mean + std * torch.randn((num, *train.shape[1:]), generator=g)).clamp(0.0, 1.0)
     sigma = blur_sigma if blur_sigma is not None else min(train.shape[2:]) / 8.0
     return {
         "real_unseen": unseen[pick_unseen].float(),
         "real_train": real_train,
         "noise": noise,
-        "mean_image": mean.expand(len(real_train), *mean.shape).clone(),
+        "mean_image": mean.expand(num, *mean.shape).clone(),
         "blurred": blur(real_train, sigma),
     }
 

@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
+from torch import nn
 
-__all__ = ["DOMAIN_ENCODER_KINDS", "DomainEncoder", "train_domain_encoder", "save_domain_encoder",
-           "load_domain_encoder"]
+__all__ = [
+    "DOMAIN_ENCODER_KINDS",
+    "DomainEncoder",
+    "load_domain_encoder",
+    "save_domain_encoder",
+    "train_domain_encoder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +232,7 @@ def train_domain_encoder(
     for p in encoder.parameters():
         p.requires_grad_(False)
     encoder.fit_standardization(images)
-    encoder.info = {"kind": kind, "epochs": int(epochs), "final_loss": last, "num_images": int(len(images)),
+    encoder.info = {"kind": kind, "epochs": int(epochs), "final_loss": last, "num_images": len(images),
                     "seed": int(seed)}
     logger.info(f"domain encoder ({kind}, {feature_size}-d) trained on {len(images)} real training images for "
                 f"{epochs} epochs: final loss {last:.4f}")

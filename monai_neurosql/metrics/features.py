@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
+from torch import nn
 
-__all__ = ["ProxyFeatureNet", "extract_features", "load_pretrained_weights", "hub_checkpoint_path"]
+__all__ = ["ProxyFeatureNet", "extract_features", "hub_checkpoint_path", "load_pretrained_weights"]
 
 
 class ProxyFeatureNet(nn.Module):

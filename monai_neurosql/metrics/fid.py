@@ -18,7 +18,7 @@ from .pretrained_features import (
     RadImageNetResNet50Features,
 )
 
-__all__ = ["proxy_fid", "fid", "fd_imagenet_inception", "fd_radimagenet", "fd_medicalnet", "frechet_distance"]
+__all__ = ["fd_imagenet_inception", "fd_medicalnet", "fd_radimagenet", "fid", "frechet_distance", "proxy_fid"]
 
 
 def frechet_distance(real_features: torch.Tensor, fake_features: torch.Tensor) -> float:

@@ -11,7 +11,7 @@ import torch
 from .controls import blur
 from .sample_counts import MIN_SAMPLES
 
-__all__ = ["nearest_neighbours", "MemorizationAudit", "memorization_audit"]
+__all__ = ["MemorizationAudit", "memorization_audit", "nearest_neighbours"]
 
 
 def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, block: int = 512,

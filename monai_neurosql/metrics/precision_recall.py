@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["precision_recall", "density_coverage"]
+__all__ = ["density_coverage", "precision_recall"]
 
 
 def _knn_radii(features: torch.Tensor, k: int, chunk: int) -> torch.Tensor:

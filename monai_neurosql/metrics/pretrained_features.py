@@ -18,20 +18,20 @@ import os
 from unittest import mock
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .features import load_pretrained_weights
 
 __all__ = [
     "FID_INCEPTION_WEIGHTS",
     "IMAGENET_INCEPTION_WEIGHTS",
-    "RADIMAGENET_WEIGHTS",
     "MEDICALNET_WEIGHTS",
+    "RADIMAGENET_WEIGHTS",
     "FIDInceptionFeatures",
     "ImageNetInceptionFeatures",
-    "RadImageNetResNet50Features",
     "MedicalNetResNet10Features",
+    "RadImageNetResNet50Features",
 ]
 
 #: pytorch-fid's FID Inception weights (the TensorFlow FID network of Heusel et al., ported).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["MIN_SAMPLES", "minimum_samples", "below_minimum"]
+__all__ = ["MIN_SAMPLES", "below_minimum", "minimum_samples"]
 
 #: Minimum number of images per set (real and generated, matched) for each metric.
 #:
