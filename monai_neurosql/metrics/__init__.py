@@ -13,7 +13,7 @@ from .features import ProxyFeatureNet, extract_features, load_pretrained_weights
 from .fid import fd_imagenet_inception, fd_medicalnet, fd_radimagenet, fid, frechet_distance, proxy_fid
 from .kid import kernel_distance
 from .lpips_metric import VGG16_WEIGHTS, LPIPSMetric, lpips_distance
-from .memorization import MemorizationAudit, memorization_audit, nearest_neighbours
+from .memorization import MemorizationAudit, audit_minimum, memorization_audit, nearest_neighbours
 from .precision_recall import density_coverage, precision_recall
 from .pretrained_features import (
     FID_INCEPTION_WEIGHTS,
@@ -50,6 +50,7 @@ __all__ = [
     "ProxyFeatureNet",
     "RadImageNetResNet50Features",
     "SampleScorer",
+    "audit_minimum",
     "below_minimum",
     "blur",
     "classification_scores",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -9,9 +10,12 @@ from typing import Any
 import torch
 
 from .controls import blur
-from .sample_counts import MIN_SAMPLES
+__all__ = ["MemorizationAudit", "audit_minimum", "memorization_audit", "nearest_neighbours"]
 
-__all__ = ["MemorizationAudit", "memorization_audit", "nearest_neighbours"]
+
+def audit_minimum(quantile: float = 0.05, num_spaces: int = 4) -> int:
+    """Held-out images the audit needs: 5 below each space's threshold (``quantile / num_spaces``)."""
+    return math.ceil(5 * num_spaces / quantile - 1e-9)
 
 
 def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, block: int = 512,
@@ -42,31 +46,35 @@ def _two_nearest(distances: Callable[[torch.Tensor], torch.Tensor], queries: tor
 
 
 class MemorizationAudit:
-    """Flag synthetic images that sit closer to a training image than new real images do, in up to three spaces.
+    """Flag synthetic images that reproduce a training image (sharp or blurred) more closely than new real images
+    come to any training image.
 
     In each space an image's *match ratio* is the distance to its nearest training image divided by the distance
     to the second nearest: a copy of one training image is much closer to it than to any other (ratio near 0),
     while a new image, and also a featureless one (the mean image, a blurry average, which is close to many
     training images at once), sits about as far from its nearest as from its second nearest (ratio near 1). The
-    threshold is the ``quantile`` (default 5%) of the ratio over held-out real images (images the model never saw),
-    computed once here. A synthetic image is a *near-copy* when its ratio is below the threshold in any space:
+    spaces:
 
-    - ``pixel``: NeuroSQL's SSIM+L1 cost (:func:`~monai_neurosql.pairwise_cost`);
-    - ``lowpass``: mean squared difference after blurring *both* sides with ``lowpass_sigma`` (default 1/8 of
-      the smallest spatial size), so a blurred reproduction of a training image, far from it in pixel space, is
-      matched to the blurred original as a sharp copy is;
+    - ``pixel``: NeuroSQL's SSIM+L1 cost (:func:`~monai_neurosql.pairwise_cost`) to the training images;
+    - ``lowpass_fine`` and ``lowpass_coarse``: mean squared difference to the training images blurred with
+      ``lowpass_sigmas`` (default 1/16 and 1/8 of the smallest spatial size): a reproduction blurred by about
+      that much matches its blurred original almost exactly. The thresholds come from held-out images blurred
+      alike, so a blurry but new image is judged against blurry new real images;
     - ``domain``: Euclidean distance in ``feature_net`` features (the domain encoder), when given.
 
-    A model that generalizes flags about ``quantile`` of its samples per space (at most ``3 * quantile`` in the
-    union; compare with the audit of unseen real images, the report's floor); a memorizing one flags far more.
+    Each space's threshold is the ``quantile / number of spaces`` quantile of the match ratio over held-out real
+    images (images the model never saw), computed once here; an image below it in any space is a *near-copy*. So a
+    model that generalizes flags about ``quantile`` (5%) of its samples in all (compare with the audit of unseen
+    real images, the report's floor) and a memorizing one far more.
 
     Args:
-        train, heldout: ``N x C x [SPATIAL]`` images in ``[0, 1]``.
-        quantile: held-out quantile of the threshold, in ``(0, 1)``.
+        train, heldout: ``N x C x [SPATIAL]`` images in ``[0, 1]`` (``train`` at least 2).
+        quantile: the share of new real images allowed below the thresholds, in ``(0, 1)``.
         cost_kwargs: ``pairwise_cost`` options for the pixel space.
         feature_net: features for the domain space (e.g. a trained :class:`DomainEncoder`).
-        lowpass_sigma: blur of the low-pass space (pixels).
-        min_heldout: the fewest held-out images accepted (default 100: 5 below a 5% threshold).
+        lowpass_sigmas: blurs of the low-pass spaces (pixels).
+        min_heldout: the fewest held-out images accepted; default ``ceil(5 * spaces / quantile)``, 5 below each
+            threshold (400 with a domain encoder at 5%, 300 without).
 
     Raises:
         ValueError: ``quantile`` outside ``(0, 1)``, or fewer than ``min_heldout`` held-out images.
@@ -84,37 +92,48 @@ class MemorizationAudit:
         quantile: float = 0.05,
         cost_kwargs: Mapping[str, Any] | None = None,
         feature_net: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        lowpass_sigma: float | None = None,
-        min_heldout: int = MIN_SAMPLES["memorization"],
+        lowpass_sigmas: tuple[float, float] | None = None,
+        min_heldout: int | None = None,
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"quantile must lie in (0, 1), got {quantile}.")
-        if len(heldout) < min_heldout:
-            raise ValueError(f"the memorization threshold needs at least {min_heldout} held-out images (the "
-                             f"{quantile:g} quantile of their distances), got {len(heldout)}; pass more held-out "
-                             "images or lower min_heldout knowingly.")
+        if len(train) < 2:
+            raise ValueError(f"the audit needs at least 2 training images, got {len(train)}.")
+        num_spaces = 4 if feature_net is not None else 3
+        minimum = min_heldout if min_heldout is not None else audit_minimum(quantile, num_spaces)
+        if len(heldout) < minimum:
+            raise ValueError(f"the memorization thresholds need at least {minimum} held-out images (5 below each of "
+                             f"{num_spaces} thresholds at {quantile:g}), got {len(heldout)}; pass more held-out images "
+                             "or lower min_heldout knowingly.")
         self.train, self.quantile, self.feature_net = train, quantile, feature_net
         self.cost_kwargs = dict(cost_kwargs or {})
-        self.sigma = lowpass_sigma if lowpass_sigma is not None else min(train.shape[2:]) / 8.0
-        self.low_train = blur(train, self.sigma)
+        size = min(train.shape[2:])
+        self.sigmas = dict(zip(("lowpass_fine", "lowpass_coarse"), lowpass_sigmas or (size / 16.0, size / 8.0)))
+        self.low_train = {name: blur(train, sigma) for name, sigma in self.sigmas.items()}
         self.train_features = None
         if feature_net is not None:
             from .features import extract_features
 
             self.train_features = extract_features(feature_net, train)
-        self.heldout = self._distances(heldout)
-        self.thresholds = {name: float(torch.quantile(self._ratio(d), quantile)) for name, d in self.heldout.items()}
+        self.heldout = self._distances(heldout, blur_queries=True)
+        level = quantile / num_spaces
+        self.thresholds = {name: float(torch.quantile(self._ratio(d), level)) for name, d in self.heldout.items()}
 
     @staticmethod
     def _ratio(distances: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         first, second, _ = distances
         return first.double() / second.double().clamp_min(1e-12)
 
-    def _distances(self, images: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _distances(self, images: torch.Tensor, blur_queries: bool = False
+                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Nearest/second-nearest distances per space; ``blur_queries`` blurs the queries like the low-pass
+        references (for the held-out calibration)."""
         from .. import pairwise_cost
 
-        out = {"pixel": _two_nearest(lambda q: pairwise_cost(q, self.train, **self.cost_kwargs), images),
-               "lowpass": _two_nearest(lambda q: pairwise_cost(q, self.low_train, kind="l2"), blur(images, self.sigma))}
+        out = {"pixel": _two_nearest(lambda q: pairwise_cost(q, self.train, **self.cost_kwargs), images)}
+        for name, sigma in self.sigmas.items():
+            queries = blur(images, sigma) if blur_queries else images.float()
+            out[name] = _two_nearest(lambda q, ref=self.low_train[name]: pairwise_cost(q, ref, kind="l2"), queries)
         if self.feature_net is not None:
             from .features import extract_features
 
@@ -166,10 +185,10 @@ def memorization_audit(
     png_path: str | os.PathLike | None = None,
     cost_kwargs: Mapping[str, Any] | None = None,
     feature_net: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    lowpass_sigma: float | None = None,
-    min_heldout: int = MIN_SAMPLES["memorization"],
+    lowpass_sigmas: tuple[float, float] | None = None,
+    min_heldout: int | None = None,
 ) -> dict[str, Any]:
     """One-shot :class:`MemorizationAudit` of ``synthetic`` against ``train`` with thresholds from ``heldout``;
     arguments and result as there."""
-    audit = MemorizationAudit(train, heldout, quantile, cost_kwargs, feature_net, lowpass_sigma, min_heldout)
+    audit = MemorizationAudit(train, heldout, quantile, cost_kwargs, feature_net, lowpass_sigmas, min_heldout)
     return audit(synthetic, png_path=png_path, worst_k=worst_k)

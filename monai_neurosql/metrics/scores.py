@@ -11,7 +11,7 @@ import torch
 from .features import ProxyFeatureNet, extract_features
 from .fid import frechet_distance
 from .kid import kernel_distance
-from .memorization import MemorizationAudit
+from .memorization import MemorizationAudit, audit_minimum
 from .precision_recall import density_coverage, precision_recall
 from .sample_counts import MIN_SAMPLES, below_minimum, minimum_samples
 from .ssim_metrics import ms_ssim_diversity
@@ -44,7 +44,7 @@ class SampleScorer:
     Scores: ``domain_fid``, ``kid`` and ``kid_se``, ``precision``/``recall`` (k = 3) and ``density``/``coverage``
     (k = 5) in the domain features (when an encoder is given); ``proxy_fid`` (the paper's number);
     ``ms_ssim`` (diversity among the images, lower = more diverse); and the memorization audit
-    (``near_copy_share`` and ``share_pixel``/``share_lowpass``/``share_domain``) when training images and
+    (``near_copy_share`` and ``share_<space>`` per audit space) when training images and
     enough held-out images for its thresholds are given.
 
     Args:
@@ -71,8 +71,9 @@ class SampleScorer:
         if train is not None:
             heldout = self.reference if audit_heldout is None else audit_heldout.float()
             heldout = heldout[:audit_samples]
-            self.audit_reason = str(below_minimum(None, len(heldout), MIN_SAMPLES["memorization"]))
-            if len(heldout) >= MIN_SAMPLES["memorization"]:
+            minimum = audit_minimum(num_spaces=4 if encoder is not None else 3)
+            self.audit_reason = str(below_minimum(None, len(heldout), minimum))
+            if len(heldout) >= minimum:
                 self.audit = MemorizationAudit(train.float(), heldout, feature_net=encoder)
         self.audit_samples = audit_samples
 
