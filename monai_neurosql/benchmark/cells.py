@@ -402,3 +402,21 @@ def select_vae_beta(cell: Mapping[str, Any], data: Mapping[str, Any], settings: 
     fake = built["sampler"](num, 700, lab).float()
     return kernel_distance(extract_features(encoder, data["unseen_images"][:num]),
                            extract_features(encoder, fake))["kid"]
+
+
+def rescore_rows(rows: list[dict[str, Any]], data: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict]:
+    """Score every cell's saved ``samples.npz`` again with the current metrics (no retraining): the rows with
+    their scores replaced; training columns (time, epochs, parameters) are kept."""
+    from ..metrics import SampleScorer, load_domain_encoder
+
+    torch.set_num_threads(int(settings["threads"]))
+    scorer = SampleScorer(data["reference_images"], encoder=load_domain_encoder(settings["encoder_path"]),
+                          train=data["train_images"], audit_samples=int(settings.get("audit_samples", 1024)))
+    out = []
+    for row in rows:
+        samples = Path(row["cell_dir"]) / "samples.npz"
+        if not samples.is_file():
+            raise FileNotFoundError(f"{samples} is missing: the cell {cell_key(row)} cannot be re-scored.")
+        fake = torch.from_numpy(np.load(samples)["images"])
+        out.append({**row, **scorer(fake, png_path=Path(row["cell_dir"]) / "memorization_worst_pairs.png")})
+    return out

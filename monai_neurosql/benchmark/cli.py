@@ -23,6 +23,9 @@ Steps, each resumable (an interrupted sweep redoes nothing finished):
 5. ``results.md``: mean ± std over seeds with the controls, the settings, and every metric that ranks a negative
    control at or better than a trained model; ``comparison_*.png`` sample pictures.
 
+``--rescore`` scores the controls and every finished cell's saved samples again with the current metrics (no
+retraining), e.g. after a metric changed.
+
 Protocols (``--protocol``): ``epochs`` (the paper's: ``--epochs`` for every model), ``wallclock``
 (``--wallclock-seconds`` of training each, or ``auto``: NeuroSQL's mean training time in this output's
 ``epochs`` rows), ``early_stop`` (each model's best validation KID, evaluated every ``--eval-every`` epochs,
@@ -106,6 +109,12 @@ def _cell(data: dict, cell: dict, settings: dict) -> dict:
     from .cells import run_cell
 
     return run_cell(cell, data, settings)
+
+
+def _rescore(data: dict, rows: list[dict], settings: dict) -> list[dict]:
+    from .cells import rescore_rows
+
+    return rescore_rows(rows, data, settings)
 
 
 def _vae_selection(data: dict, cell: dict, settings: dict, beta: float) -> float:
@@ -196,6 +205,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--lpips-weights", default=None, help="torchvision vgg16-397923af.pth")
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--threads", type=int, default=torch.get_num_threads())
+    add("--rescore", action="store_true",
+        help="score the controls and every finished cell's saved samples again with the current metrics, then report")
     add("--output", default="runs/benchmark")
     return parser.parse_args(argv)
 
@@ -234,6 +245,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         info = _in_child(_train_encoder, data_args, settings, what="training the domain encoder")
         log.info(f"domain encoder: {info}")
     controls_csv = output / "controls.csv"
+    if args.rescore:
+        controls_csv.unlink(missing_ok=True)
+        if (output / "results.csv").is_file():
+            rescored = _in_child(_rescore, data_args, _read_csv(output / "results.csv"), settings,
+                                 what="re-scoring the cells")
+            _write_csv(output / "results.csv", rescored)
     if not controls_csv.is_file():
         _write_csv(controls_csv, _in_child(_controls, data_args, settings, what="scoring the controls"))
     controls = _read_csv(controls_csv)

@@ -77,8 +77,8 @@ def test_domain_encoder_kinds_train_save_and_load(images, encoder, tmp_path):
         other = train_domain_encoder(images["train"][:64], kind=kind, feature_size=8, channels=(8,), epochs=1,
                                      batch_size=32)
         assert other.info["kind"] == kind and other(images["train"][:4]).shape == (4, 8)
-    assert train_domain_encoder(images["train"][:64], kind="auto", feature_size=8, channels=(8,),
-                                epochs=1).info["kind"] == "contrastive"  # no labels
+    assert train_domain_encoder(images["train"][:64], images["train_labels"][:64], kind="auto", feature_size=8,
+                                channels=(8,), epochs=1).info["kind"] == "contrastive"  # the measured best
     with pytest.raises(ValueError, match="needs labels"):
         train_domain_encoder(images["train"][:8], kind="classifier")
     with pytest.raises(FileNotFoundError, match="no domain encoder"):
