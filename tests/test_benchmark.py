@@ -98,3 +98,15 @@ def test_summary_reports_mean_std_minimum_counts_and_flags_controls():
     flags = tables.control_report(rows, controls)
     assert flags == ["d, epochs, conv, d=16, cond=False: kid: noise (0.12) ranks at or better than neurosql/default "
                      "(0.15)"]
+
+
+def test_any_benchmark_data_set_exports_to_the_medmnist_layout(tmp_path):
+    from monai_neurosql.benchmark.data import export_medmnist_npz
+
+    npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(12, 5, 7))
+    data = benchmark.load_benchmark_data(str(npz), None, 100, tmp_path / "work")
+    again = benchmark.load_benchmark_data(str(export_medmnist_npz(data, tmp_path / "copy.npz")), None, 100,
+                                          tmp_path / "work2")
+    for key in ("train_images", "train_labels", "unseen_images", "reference_images", "reference_labels"):
+        assert torch.equal(data[key], again[key]), key
+    assert again["name"] == "copy" and len(again["unseen_images"]) == 5

@@ -114,3 +114,22 @@ def load_benchmark_data(
         "reference_images": reference_images, "reference_labels": reference_labels,
         "num_classes": int(max(int(t.max()) for t in labels)) + 1,
     }
+
+
+def export_medmnist_npz(data: dict[str, Any], path: str | Path) -> Path:
+    """Write loaded benchmark data in the MedMNIST ``.npz`` key layout (``train_images``/``train_labels``,
+    ``val_*``, ``test_*``; uint8 images, channel last for RGB), e.g. the demo brain slices as a MedMNIST-layout
+    set for the benchmark's ``.npz`` path."""
+    def images(x: torch.Tensor) -> np.ndarray:
+        arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        return np.moveaxis(arr, 1, -1) if arr.shape[1] == 3 else arr[:, 0]
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, train_images=images(data["train_images"]),
+                        train_labels=data["train_labels"].numpy()[:, None],
+                        val_images=images(data["unseen_images"]), val_labels=data["unseen_labels"].numpy()[:, None],
+                        test_images=images(data["reference_images"]),
+                        test_labels=data["reference_labels"].numpy()[:, None])
+    return path
+
