@@ -116,7 +116,7 @@ def test_ddpm_sampler_recovers_the_image_with_an_oracle_denoiser():
 
 def test_ddpm_sampling_is_a_function_of_the_seed_only():
     """MONAI's DiffusionInferer.sample with the seeded scheduler: the global RNG does not change the samples."""
-    unet = matched_diffusion_unet(2, 1, 30_000, tolerance=0.5)
+    unet = matched_diffusion_unet(2, 1, 30_000, tolerance=100.0, widths=(8,))  # the smallest U-Net
     trainer = DDPMTrainer("cpu", 1, _loader(n=8, batch_size=8), unet, torch.optim.Adam(unet.parameters(), 1e-3),
                           spatial_shape=(16, 16), num_inference_steps=3)
     torch.manual_seed(1)
