@@ -191,7 +191,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--classifier", action="store_true", help="Table 2's synthetic-only classifier (implies --conditional)")
     add("--num-synthetic", type=int, default=10000)
     add("--classifier-epochs", type=int, default=10)
-    add("--vae-betas", nargs="+", type=float, default=[0.001, 0.005, 0.02, 0.1],
+    add("--vae-betas", nargs="+", type=float, default=[0.0001, 0.001, 0.005, 0.02, 0.1],
         help="KL weights tried on the validation split (one value: no selection)")
     add("--ddpm-timesteps", type=int, default=1000)
     add("--ddpm-sampling-steps", type=int, default=100)
