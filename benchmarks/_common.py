@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from monai_neurosql.benchmark import peak_rss_mib  # noqa: F401  (the scripts import it from here)
+from monai_neurosql.benchmark.memory import peak_rss_mib  # noqa: F401  (the scripts import it from here)
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs Fashion-MNIST.
 FASHION_MNIST_DIR = Path(os.environ.get("NEUROSQL_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))

@@ -7,15 +7,14 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn as nn
 from monai.utils import CommonKeys
+from torch import nn
 
+from .. import SSIML1Loss, decode
 from ..engines.utils import check_finite_loss, optimizer_step
-from ..generate import decode
-from ..losses import SSIML1Loss
 from .common import BaselineTrainer, prepare_images
 
-__all__ = ["MLPEncoder", "VAE", "VAETrainer"]
+__all__ = ["VAE", "MLPEncoder", "VAETrainer"]
 
 
 class MLPEncoder(nn.Module):
