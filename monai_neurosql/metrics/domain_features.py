@@ -188,20 +188,39 @@ def train_domain_encoder(
         raise ValueError("a classifier domain encoder needs labels with at least 2 classes; use kind='autoencoder' "
                          "or 'contrastive' for unlabelled data.")
     device = torch.device(device)
-    spatial_dims, in_channels = images.ndim - 2, images.shape[1]
     generator = torch.Generator().manual_seed(seed)
+    # the global RNG (initialisation, dropout) is seeded here and restored afterwards: a run is reproducible
+    # whatever ran before it in the process
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = DomainEncoder(spatial_dims, in_channels, feature_size, channels)
-        if kind == "classifier":
-            head: nn.Module = nn.Sequential(nn.PReLU(), nn.Dropout(0.2), nn.Linear(feature_size, num_classes))
-        elif kind == "autoencoder":
-            from ..networks import ConvGenerator
+        encoder, last = _fit_encoder(images, labels, kind, feature_size, channels, num_classes, epochs,
+                                     batch_size, lr, device, generator)
+    encoder.eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    encoder.fit_standardization(images)
+    encoder.info = {"kind": kind, "epochs": int(epochs), "final_loss": last, "num_images": len(images),
+                    "seed": int(seed)}
+    logger.info(f"domain encoder ({kind}, {feature_size}-d) trained on {len(images)} real training images for "
+                f"{epochs} epochs: final loss {last:.4f}")
+    return encoder
 
-            head = ConvGenerator(spatial_dims, feature_size, in_channels, tuple(images.shape[2:]),
-                                 channels=tuple(reversed([int(c) for c in channels])))
-        else:
-            head = nn.Sequential(nn.Linear(feature_size, feature_size), nn.ReLU(), nn.Linear(feature_size, 32))
+
+def _fit_encoder(images: torch.Tensor, labels: torch.Tensor | None, kind: str, feature_size: int,
+                 channels: Sequence[int], num_classes: int, epochs: int, batch_size: int, lr: float,
+                 device: torch.device, generator: torch.Generator) -> tuple[DomainEncoder, float]:
+    """The training loop of :func:`train_domain_encoder` (the caller seeds the global RNG)."""
+    spatial_dims, in_channels = images.ndim - 2, images.shape[1]
+    encoder = DomainEncoder(spatial_dims, in_channels, feature_size, channels)
+    if kind == "classifier":
+        head: nn.Module = nn.Sequential(nn.PReLU(), nn.Dropout(0.2), nn.Linear(feature_size, num_classes))
+    elif kind == "autoencoder":
+        from ..networks import ConvGenerator
+
+        head = ConvGenerator(spatial_dims, feature_size, in_channels, tuple(images.shape[2:]),
+                             channels=tuple(reversed([int(c) for c in channels])))
+    else:
+        head = nn.Sequential(nn.Linear(feature_size, feature_size), nn.ReLU(), nn.Linear(feature_size, 32))
     encoder, head = encoder.to(device), head.to(device)
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -230,15 +249,7 @@ def train_domain_encoder(
             schedule.step()
             total, count = total + loss.detach().item() * len(idx), count + len(idx)
         last = total / max(count, 1)
-    encoder.eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    encoder.fit_standardization(images)
-    encoder.info = {"kind": kind, "epochs": int(epochs), "final_loss": last, "num_images": len(images),
-                    "seed": int(seed)}
-    logger.info(f"domain encoder ({kind}, {feature_size}-d) trained on {len(images)} real training images for "
-                f"{epochs} epochs: final loss {last:.4f}")
-    return encoder
+    return encoder, last
 
 
 def save_domain_encoder(encoder: DomainEncoder, path: str | os.PathLike) -> Path:
