@@ -96,8 +96,8 @@ def test_summary_reports_mean_std_minimum_counts_and_flags_controls():
     assert "| 2 | 10 |" in line and "0.15 ± 0.071" in line and "n<min (64<256)" in line
     assert control_lines[0].startswith("| d | control | noise |")
     flags = tables.control_report(rows, controls)
-    assert flags == ["d, epochs, conv, d=16, cond=False: kid: noise (0.12) ranks at or better than neurosql/default "
-                     "(0.15)"]
+    assert flags == [("d, epochs, conv, d=16, cond=False: kid: noise (0.12) ranks at or better than neurosql/default "
+                     "(0.15)")]
 
 
 def test_any_benchmark_data_set_exports_to_the_medmnist_layout(tmp_path):

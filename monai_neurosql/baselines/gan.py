@@ -4,6 +4,7 @@ initialization, no gradient clipping) or hinge loss with spectral normalization 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import torch
@@ -58,7 +59,7 @@ class Discriminator(nn.Module):
         self.num_classes = num_classes
         widths = [in_channels + (num_classes or 0), *channels]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
             layers.append(sn(conv(a, b, kernel_size=4, stride=2, padding=1)))
             if i > 0 and not spectral_norm:
                 layers.append(norm(b))

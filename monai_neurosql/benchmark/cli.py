@@ -69,7 +69,7 @@ def _load(data_args: tuple):
 def _child(target: Callable, data_args: tuple, args: tuple, queue) -> None:
     try:
         queue.put(("ok", target(_load(data_args), *args)))
-    except Exception as err:  # reported by the parent with what failed
+    except Exception as err:  # noqa: BLE001 - reported by the parent with what failed
         import traceback
 
         queue.put(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
@@ -317,17 +317,17 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
     num = scored_count(args.num_samples, data)
     flags = control_report(rows, controls)
     text = [
-        f"Data: {data['name']}: {len(data['train_images'])} training images, {len(data['unseen_images'])} validation "
+        (f"Data: {data['name']}: {len(data['train_images'])} training images, {len(data['unseen_images'])} validation "
         f"(unseen real control, selection), {len(data['reference_images'])} test (reference); {num} generated vs "
-        f"{num} test images per metric.",
-        f"Protocol: {args.protocol}; epochs {args.epochs} (epochs), cap {args.max_epochs} (wallclock/early_stop), "
+        f"{num} test images per metric."),
+        (f"Protocol: {args.protocol}; epochs {args.epochs} (epochs), cap {args.max_epochs} (wallclock/early_stop), "
         f"wall-clock {settings.get('wallclock_seconds') or '-'} s, early stop every {args.eval_every} epochs with "
-        f"patience {args.patience} on validation KID ({args.val_samples} samples).",
-        f"Optimizers: learning rates {LEARNING_RATES}; NeuroSQL and VAE AdamW + cosine + clipping 1.0; GAN DCGAN "
+        f"patience {args.patience} on validation KID ({args.val_samples} samples)."),
+        (f"Optimizers: learning rates {LEARNING_RATES}; NeuroSQL and VAE AdamW + cosine + clipping 1.0; GAN DCGAN "
         "(Adam betas (0.5, 0.999), N(0, 0.02) init, no clipping; 'hinge' = hinge loss + spectral norm); DDPM Adam, "
-        f"T = {args.ddpm_timesteps}, {args.ddpm_sampling_steps} sampling steps.",
-        f"Domain features: {info.get('kind')} encoder, {info.get('epochs')} epochs on {info.get('num_images')} real "
-        f"training images ({settings['encoder_path']}). Minimum counts: {MIN_SAMPLES} (domain-FID: 4 x feature size).",
+        f"T = {args.ddpm_timesteps}, {args.ddpm_sampling_steps} sampling steps."),
+        (f"Domain features: {info.get('kind')} encoder, {info.get('epochs')} epochs on {info.get('num_images')} real "
+        f"training images ({settings['encoder_path']}). Minimum counts: {MIN_SAMPLES} (domain-FID: 4 x feature size)."),
         "",
         summarize(rows, controls),
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,7 @@ class ProxyFeatureNet(nn.Module):
         widths = [in_channels, 32, 64, 128, num_features]
         self.layers = nn.ModuleList(
             conv(c_in, c_out, kernel_size=3, stride=1 if i == 0 else 2, padding=1)
-            for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]))
+            for i, (c_in, c_out) in enumerate(itertools.pairwise(widths))
         )
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():

@@ -19,7 +19,7 @@ __all__ = ["evaluation_report", "load_images"]
 def load_images(dataset: Sequence[dict] | torch.utils.data.Dataset, key: str = "image") -> torch.Tensor:
     """Stack the ``key`` tensors of a (transformed) dataset into ``N x C x [SPATIAL]`` float32."""
     items = [dataset[i][key] for i in range(len(dataset))]
-    return torch.stack([torch.as_tensor(getattr(x, "as_tensor", lambda: x)()) for x in items]).float()
+    return torch.stack([torch.as_tensor(x.as_tensor() if hasattr(x, "as_tensor") else x) for x in items]).float()
 
 
 def evaluation_report(
