@@ -29,10 +29,10 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
-
 from _common import (
     FASHION_MNIST_DIR,
     best_time,
@@ -160,14 +160,14 @@ def main() -> None:
         for n in args.sizes:
             rng = np.random.default_rng(args.seed + n)
             if cost_type == "uniform":
-                rows.append(run_one("uniform", lambda: uniform_cost(n, rng), args))
+                rows.append(run_one("uniform", partial(uniform_cost, n, rng), args))
             elif cost_type == "gaussian":
-                rows.append(run_one("gaussian 16-d", lambda: gaussian_cost(n, rng), args))
+                rows.append(run_one("gaussian 16-d", partial(gaussian_cost, n, rng), args))
             else:
                 kind = "ssim_l1" if n <= args.real_max_n else "l2"
                 log(f"[fmnist n={n}] building the {kind} cost matrix")
                 rows.append(run_one(f"fmnist {kind}",
-                                    lambda: fmnist_cost(images, n, kind), args))
+                                    partial(fmnist_cost, images, n, kind), args))
     headers = ["cost", "n", "scipy (s)", "lapjv (s)", "hungarian (s)", "greedy (s)", "auction (s)",
                "lapjv vs scipy", "greedy vs hungarian", "gap hungarian (%)", "gap greedy (%)", "gap auction (%)",
                "floor: one read (ms)", "cost build (s)"]
