@@ -82,10 +82,19 @@ def test_oasis_kaggle_layout_train_resume_infer(tiny_kaggle, tmp_path):
     assert trainer_state["iteration"] == 3 * trainer_state["epoch_length"]
     run_workflow([OASIS / "inference.json"], tmp_path, workflow_type="infer", num_samples=5, seed=1)
     check_inference_outputs(tmp_path, (32, 32), info["spacing"], 5)
-    run_workflow([OASIS / "evaluate.json"], tmp_path, workflow_type="eval", num_samples=16)
+    run_workflow([OASIS / "evaluate.json"], tmp_path, workflow_type="eval", num_samples=16, encoder_epochs=1)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert {"proxy_fid", "ssim", "ms_ssim_generated", "precision", "recall", "near_copy_share"} <= set(metrics)
+    assert {"proxy_fid", "kid", "kid_se", "domain_fid", "coverage", "ssim", "ms_ssim_generated", "precision", "recall",
+            "near_copy_share", "controls", "control_flags"} <= set(metrics)
+    assert set(metrics["controls"]) == {"real_unseen", "real_train", "noise", "mean_image", "blurred"}
+    # 16 samples: below KID's minimum of 50 the report says so, for the model and every control alike
+    assert all(str(c["kid"]).startswith("n<min (") for c in [metrics, *metrics["controls"].values()])
     assert (tmp_path / "eval" / "memorization_worst_pairs.png").is_file()
+    # the domain encoder was trained on the run's training slices once, and is reused
+    encoder_file = tmp_path / "eval" / "domain_encoder.pt"
+    stamp = encoder_file.stat().st_mtime_ns
+    run_workflow([OASIS / "evaluate.json"], tmp_path, workflow_type="eval", num_samples=16, encoder_epochs=1)
+    assert encoder_file.stat().st_mtime_ns == stamp
     assert info["spacing"][0] > 1.0  # slices were downsampled from the 1 mm JPEG grid
 
 
@@ -125,7 +134,8 @@ def test_medmnist_2d_and_3d(tmp_path):
     info = check_training_outputs(tmp_path / "r2", (28, 28))
     run_workflow([MEDMNIST / "inference.json"], tmp_path / "r2", workflow_type="infer", num_samples=3)
     check_inference_outputs(tmp_path / "r2", (28, 28), info["spacing"], 3)
-    run_workflow([MEDMNIST / "evaluate.json"], tmp_path / "r2", workflow_type="eval", npz_file=str(npz2), num_samples=16)
+    run_workflow([MEDMNIST / "evaluate.json"], tmp_path / "r2", workflow_type="eval", npz_file=str(npz2), num_samples=16,
+                 encoder_epochs=1)
     assert json.loads((tmp_path / "r2" / "eval" / "metrics.json").read_text())["num_real"] == 8
 
     npz3 = write_npz(tmp_path / "tiny3d.npz", shape=(16, 16, 16), n=(12, 4, 4))

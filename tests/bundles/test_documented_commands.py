@@ -49,7 +49,7 @@ TRAIN = {
     "neurosql_medmnist": {"num_epochs": "1", "max_train": "48", "channels": "[16, 8, 8]", "val_max_images": "16"},
 }
 TRAIN_3D = {"spatial_size": "16", "channels": "[8, 8]", "batch_size": "4", "max_train": "8"}
-EVALUATE = {"num_samples": "32", "max_test": "64"}
+EVALUATE = {"num_samples": "32", "max_test": "64", "encoder_epochs": "1"}
 
 
 def documented_commands(markdown: Path) -> list[str]:
@@ -188,7 +188,7 @@ def run_documented(command: str, cwd: Path, data: dict[str, str], demo: dict) ->
         _check_inference(root, argv)
     elif argv[0] == "run" and "evaluate.json" in configs:
         metrics = (root / "eval" / "metrics.json").read_text()
-        assert all(key in metrics for key in ("proxy_fid", "precision", "recall", "near_copy_share"))
+        assert all(key in metrics for key in ("proxy_fid", "kid", "precision", "recall", "near_copy_share", "controls"))
     else:
         assert argv[0] in ("verify_metadata", "verify_net_in_out"), f"no check for {command!r}"
     return root

@@ -133,3 +133,32 @@ def test_control_flags_name_every_order_violation():
     blind = {**good, "gan": {**good["gan"], "near_copy_share": 0.9}}
     assert control_flags(blind, metrics, ["gan"]) == [
         "near_copy_share: blurred (0.8) ranks at or better than gan (0.9)"]
+
+
+def test_evaluation_report_trains_the_domain_encoder_once_and_scores_the_controls(images, tmp_path):
+    """The bundles' evaluation: the encoder is trained on the training images into the given file and reused; the
+    controls are scored beside the model, the negative controls rank below the floor, and an untrained generator is
+    flagged (controls rank at or better than it)."""
+    from monai_neurosql import QuantileLattice
+    from monai_neurosql.metrics import evaluation_report
+    from monai_neurosql.networks import ConvGenerator
+
+    generator = ConvGenerator(spatial_dims=2, latent_size=2, spatial_size=16, channels=(8, 8)).eval()
+    encoder_file = tmp_path / "domain_encoder.pt"
+    args = (generator, QuantileLattice.create(kind="sobol_gaussian", n=64, d=2), images["train"], images["reference"],
+            tmp_path / "eval")
+    metrics = evaluation_report(*args, num_samples=120, domain_encoder=encoder_file, unseen_images=images["unseen"],
+                                encoder_epochs=2)
+    assert encoder_file.is_file() and load_domain_encoder(encoder_file).info["num_images"] == 200
+    controls = metrics["controls"]
+    assert set(controls) == {"real_unseen", "real_train", "noise", "mean_image", "blurred"}
+    for control in ("noise", "mean_image", "blurred"):
+        assert controls[control]["kid"] > controls["real_unseen"]["kid"], control
+    # 120 held-out images are too few for the audit's thresholds (400): it says so instead of a share
+    assert str(controls["real_train"]["near_copy_share"]).startswith("n<min (120<")
+    assert isinstance(metrics["kid"], float)
+    assert any(line.startswith("kid: noise") and line.endswith(f"model ({metrics['kid']:.4g})")
+               for line in metrics["control_flags"])
+    stamp = encoder_file.stat().st_mtime_ns
+    again = evaluation_report(*args, num_samples=120, domain_encoder=encoder_file, unseen_images=images["unseen"])
+    assert encoder_file.stat().st_mtime_ns == stamp and again["kid"] == metrics["kid"]
