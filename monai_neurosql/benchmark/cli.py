@@ -30,6 +30,9 @@ Protocols (``--protocol``): ``epochs`` (the paper's: ``--epochs`` for every mode
 (``--wallclock-seconds`` of training each, or ``auto``: NeuroSQL's mean training time in this output's
 ``epochs`` rows), ``early_stop`` (each model's best validation KID, evaluated every ``--eval-every`` epochs,
 ``--patience`` evaluations, at most ``--max-epochs``).
+
+Length: the command line and the orchestration of the cells (each run in a child process, resumable,
+rescoring); the per-cell work is in ``cells.py``, the tables in ``tables.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""MedMNIST in its ``.npz`` release format (2D and 3D), read directly; Fashion-MNIST repacked into it."""
+"""MedMNIST in its ``.npz`` release format (2D and 3D), read directly; Fashion-MNIST repacked into it.
+
+Length: one file format (read, check with the file named, scale by dtype rule, records, Fashion-MNIST
+repacking, download); splitting the checks from the reader would separate each rule from the code it guards.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkpoints written atomically by ignite's ``DiskSaver``, carrying the best-model bookkeeping and the run status."""
+"""Checkpoints written atomically by ignite's ``DiskSaver``, carrying the best-model bookkeeping and the run status.
+
+Length: one handler; a quarter of it is docstring, the rest the resume bookkeeping (best model, status,
+stale temporary files) that must live beside the saving to stay atomic.
+"""
 
 from __future__ import annotations
 
