@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from monai_neurosql.benchmark import peak_rss_mib  # noqa: F401  (the scripts import it from here)
+from monai_neurosql.benchmark.memory import peak_rss_mib  # noqa: F401 - the scripts import it from here
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs Fashion-MNIST.
 FASHION_MNIST_DIR = Path(os.environ.get("NEUROSQL_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -145,9 +145,9 @@ def machine_lines(threads: int) -> list[str]:
 
     return [
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, {total_ram_gib():.1f} GiB RAM",
-        f"- torch {torch.__version__} ({threads} threads), monai {_version('monai')}, "
+        (f"- torch {torch.__version__} ({threads} threads), monai {_version('monai')}, "
         f"scipy {_version('scipy')}, numpy {np.__version__}, lapx {_version('lapx')}, "
-        f"python {platform.python_version()}",
+        f"python {platform.python_version()}"),
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         f"- CPU check at start: {cpu_check(threads)}",
         f"- command: `python {' '.join(sys.argv)}`",

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from _common import (
     FASHION_MNIST_DIR,
     best_time,

@@ -2,61 +2,111 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
+import torch
 
 from monai_neurosql import benchmark
+from monai_neurosql.benchmark import cells, tables
 from tests.data.test_medmnist import write_npz
 
 
+def _read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
 @pytest.mark.slow
-def test_benchmark_runs_end_to_end_and_resumes(tmp_path):
-    npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(40, 8, 24))
-    args = ["--dataset", str(npz), "--models", "neurosql", "vae", "--latent-sizes", "2", "--seeds", "0", "1",
-            "--epochs", "1", "--batch-size", "16", "--num-samples", "64", "--output", str(tmp_path / "out"),
-            "--threads", "1"]
+def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp_path, monkeypatch):
+    data_dir = tmp_path / "elsewhere"
+    data_dir.mkdir()
+    npz = write_npz(data_dir / "tiny.npz", shape=(16, 16), n=(48, 40, 60))
+    out = tmp_path / "out"
+    args = ["--dataset", str(npz), "--models", "neurosql", "gan", "--latent-sizes", "2", "--seeds", "0",
+            "--epochs", "1", "--batch-size", "16", "--num-samples", "60", "--output", str(out), "--threads", "1",
+            "--encoder-epochs", "1", "--vae-betas", "0.005", "--audit-samples", "60"]
     rows = benchmark.main(args)
-    assert len(rows) == 4
-    with open(tmp_path / "out" / "results.csv") as f:
-        written = list(csv.DictReader(f))
-    assert {r["model"] for r in written} == {"neurosql", "vae"}
-    assert all(float(r["proxy_fid"]) >= 0 and 0 <= float(r["recall"]) <= 1 for r in written)
-    table = (tmp_path / "out" / "results.md").read_text()
-    assert "| neurosql | conv | 2 | default |" in table and "±" in table
-    assert "24 generated vs 24 held-out real" in table  # matched counts: no more samples than real test images
-    assert list((tmp_path / "out").glob("comparison_*.png"))
-    # a second call finds every cell done and runs nothing new
-    assert len(benchmark.main(args)) == 4
-    with open(tmp_path / "out" / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4
+    assert {r["model"] for r in rows} == {"neurosql", "gan"} and all(r["protocol"] == "epochs" for r in rows)
+    written = _read(out / "results.csv")
+    assert len(written) == 2 and all(r["dataset"] == "tiny" for r in written)
+    # below their minimum counts the metrics say so instead of giving a number
+    assert all(r["domain_fid"].startswith("n<min") and r["proxy_fid"] == "n<min (60<512)" for r in written)
+    assert all(float(r["kid_se"]) > 0 and r["precision"] == "n<min (60<100)" for r in written)
+    for row in written:  # every cell keeps its checkpoint and the samples the metrics scored
+        cell_dir = out / "cells" / f"tiny_{row['model']}_conv_2_0_default_uncond_epochs"
+        assert cell_dir.is_dir() and str(cell_dir) == row["cell_dir"]
+        state = torch.load(cell_dir / "checkpoint.pt", weights_only=True)
+        assert "generator" in state and state["cell"]["model"] == row["model"]
+        assert np.load(cell_dir / "samples.npz")["images"].shape == (60, 1, 16, 16)
+    assert "bank" in torch.load(out / "cells" / "tiny_neurosql_conv_2_0_default_uncond_epochs" / "checkpoint.pt",
+                                weights_only=True)
+    controls = {r["model"] for r in _read(out / "controls.csv")}
+    assert controls == {f"control:{c}" for c in ("real_unseen", "real_train", "noise", "mean_image", "blurred")}
+    report = (out / "results.md").read_text()
+    assert "| tiny | epochs | neurosql | conv | 2 | default |" in report and "| tiny | control | noise |" in report
+    assert "Control check:" in report and "n<min (60<512)" in report
+    assert (out / "domain_encoder.pt").is_file() and list(out.glob("comparison_tiny_*.png"))
+    assert sorted(p.name for p in data_dir.iterdir()) == ["tiny.npz"]  # nothing written next to the data
+    # a second call finds every cell done; another protocol adds its own cells
+    assert len(benchmark.main(args)) == 2
+    early = benchmark.main([*args[:3], "neurosql", *args[5:], "--protocol", "early_stop", "--max-epochs", "2",
+                            "--eval-every", "1", "--patience", "1", "--val-samples", "20"])
+    assert len(early) == 3 and early[-1]["protocol"] == "early_stop" and 1 <= early[-1]["best_epoch"] <= 2
+    with pytest.raises(ValueError, match="wallclock-seconds"):
+        benchmark.main([*args, "--protocol", "wallclock"])
+
+
+def test_cell_keys_and_directories_never_contain_the_dataset_path(tmp_path):
+    cell = {"dataset": benchmark.dataset_name("/abs/path/to/my data.npz"), "model": "gan", "backbone": "conv",
+            "latent_size": 16, "seed": 0, "variant": "hinge", "conditional": False, "protocol": "wallclock"}
+    assert cell["dataset"] == "my_data"
+    assert cells.cell_dir(tmp_path, cell) == tmp_path / "cells" / "my_data_gan_conv_16_0_hinge_uncond_wallclock"
+    assert benchmark.dataset_name("/data/OASIS-1/") == "OASIS-1" and benchmark.dataset_name("demo") == "demo"
 
 
 def test_comparison_grids_show_ddpm_beside_every_latent_size(tmp_path, monkeypatch):
-    import torch
-
     from monai_neurosql import visualize
 
     saved = {}
     monkeypatch.setattr(visualize, "save_grid_png", lambda images, path, **kw: saved.__setitem__(path.name, images))
     rows = []
     for model, latent in (("neurosql", 4), ("neurosql", 16), ("vae", 16), ("ddpm", 4)):
-        grid = tmp_path / f"{model}_{latent}.png"
-        torch.save(torch.full((16, 1, 8, 8), float(len(rows))), grid.with_suffix(".pt"))
+        cell_dir = tmp_path / f"{model}_{latent}"
+        cell_dir.mkdir()
+        np.savez(cell_dir / "samples.npz", images=np.full((16, 1, 8, 8), float(len(rows)), dtype=np.float32))
         rows.append({"dataset": "d", "backbone": "conv", "latent_size": str(latent), "conditional": "False",
-                     "variant": "default", "seed": "0", "model": model, "grid": str(grid)})
-    benchmark._comparisons(rows, {"reference_images": torch.zeros(20, 1, 8, 8)}, tmp_path)
-    z4, z16 = saved["comparison_d_conv_z4_uncond.png"], saved["comparison_d_conv_z16_uncond.png"]
+                     "variant": "default", "seed": "0", "model": model, "protocol": "epochs",
+                     "cell_dir": str(cell_dir)})
+    tables.comparison_grids(rows, torch.zeros(20, 1, 8, 8), tmp_path)
+    z4, z16 = saved["comparison_d_epochs_conv_z4_uncond.png"], saved["comparison_d_epochs_conv_z16_uncond.png"]
     assert z4.shape[0] == 3 * 16 and z16.shape[0] == 4 * 16  # real row + one row per model
     assert torch.equal(z16[-16:], torch.full((16, 1, 8, 8), 3.0))  # the DDPM row, last as in MODELS
 
 
-def test_summary_has_the_classifier_columns_of_table_2_when_run():
+def test_summary_reports_mean_std_minimum_counts_and_flags_controls():
     base = {"dataset": "d", "model": "neurosql", "backbone": "conv", "latent_size": "16", "variant": "default",
-            "conditional": "True", "params": "10", "proxy_fid": "0.5", "sec_per_epoch": "1.0"}
-    rows = [{**base, "seed": str(s), "clf_accuracy": str(0.8 + s / 10), "clf_macro_precision": "0.7",
-             "clf_macro_recall": "0.6", "real_only_accuracy": "0.85", "real_plus_synthetic_accuracy": "0.86"}
-            for s in (0, 1)]
-    table = benchmark.summarize(rows)
-    header, _, line = table.splitlines()
-    assert "clf macro prec ↑" in header and "real+synthetic acc ↑" in header
-    assert "| 2 | 10 |" in line and "0.85 ± 0.071" in line  # accuracy mean ± std over the two seeds
-    assert "clf" not in benchmark.summarize([{**base, "seed": "0"}])  # absent when no classifier ran
+            "conditional": "False", "protocol": "epochs", "params": "10", "sec_per_epoch": "1.0",
+            "domain_fid": "n<min (64<256)"}
+    rows = [{**base, "seed": str(s), "kid": str(0.1 + s / 10), "recall": "0.5"} for s in (0, 1)]
+    controls = [{"dataset": "d", "model": "control:noise", "kid": "0.12", "recall": "0.0"},
+                {"dataset": "d", "model": "control:real_unseen", "kid": "0.0", "recall": "0.9"}]
+    table = tables.summarize(rows, controls)
+    header, _, line, *control_lines = table.splitlines()
+    assert "KID ↓" in header and "domain-FID ↓" in header and "clf" not in header
+    assert "| 2 | 10 |" in line and "0.15 ± 0.071" in line and "n<min (64<256)" in line
+    assert control_lines[0].startswith("| d | control | noise |")
+    flags = tables.control_report(rows, controls)
+    assert flags == [("d, epochs, conv, d=16, cond=False: kid: noise (0.12) ranks at or better than neurosql/default "
+                     "(0.15)")]
+
+
+def test_any_benchmark_data_set_exports_to_the_medmnist_layout(tmp_path):
+    from monai_neurosql.benchmark.data import export_medmnist_npz
+
+    npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(12, 5, 7))
+    data = benchmark.load_benchmark_data(str(npz), None, 100, tmp_path / "work")
+    again = benchmark.load_benchmark_data(str(export_medmnist_npz(data, tmp_path / "copy.npz")), None, 100,
+                                          tmp_path / "work2")
+    for key in ("train_images", "train_labels", "unseen_images", "reference_images", "reference_labels"):
+        assert torch.equal(data[key], again[key]), key
+    assert again["name"] == "copy" and len(again["unseen_images"]) == 5

@@ -1,23 +1,43 @@
 """DDPM baseline (paper appendix I): MONAI's DiffusionModelUNet and DDPMScheduler (T = 1000, linear betas),
-its width scaled so that its parameter count is within 10% of the generator's, sampled in 100 steps."""
+its width scaled so that its parameter count is within 10% of the generator's, sampled with MONAI's
+``DiffusionInferer`` in 100 steps from seeded noise with a seeded scheduler (the global RNG is not used)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from monai.inferers import DiffusionInferer
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from monai.utils import CommonKeys
+from torch import nn
 
 from ..engines.utils import check_finite_loss, optimizer_step
 from ..extras import require
 from ..networks import count_parameters
 from .common import BaselineTrainer, prepare_images
 
-__all__ = ["matched_diffusion_unet", "DDPMTrainer"]
+__all__ = ["DDPMTrainer", "SeededDDPMScheduler", "matched_diffusion_unet"]
+
+
+class SeededDDPMScheduler(DDPMScheduler):
+    """A ``DDPMScheduler`` whose reverse steps draw their noise from its own ``generator``.
+
+    MONAI's ``DiffusionInferer.sample`` calls ``scheduler.step(output, t, image)`` without a generator, so the
+    step noise would come from the global RNG; this scheduler supplies ``self.generator`` (on the sample's
+    device) when none is passed, making the whole reverse process a function of the seed.
+    """
+
+    def __init__(self, *args, generator: torch.Generator | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.generator = generator
+
+    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().step(model_output, timestep, sample, generator=generator or self.generator)
 
 
 def _unet(spatial_dims: int, in_channels: int, width: int, num_classes: int | None) -> DiffusionModelUNet:
@@ -96,21 +116,25 @@ class DDPMTrainer(BaselineTrainer):
 
     @torch.no_grad()
     def sample(self, num: int, seed: int = 0, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
-        """``num`` images by the reverse process from seeded noise, in ``[0, 1]``, on the CPU."""
+        """``num`` images by the reverse process (MONAI's ``DiffusionInferer.sample``) from seeded noise, with a
+        :class:`SeededDDPMScheduler` seeded alike, in ``[0, 1]``, on the CPU. The same seed gives the same images,
+        whatever the global RNG holds."""
         device = self.state.device
-        g = torch.Generator().manual_seed(seed)
-        scheduler = DDPMScheduler(num_train_timesteps=self.scheduler.num_train_timesteps, schedule="linear_beta")
+        g = torch.Generator(device=device).manual_seed(seed)
+        scheduler = SeededDDPMScheduler(num_train_timesteps=self.scheduler.num_train_timesteps,
+                                        schedule="linear_beta", generator=g)
         scheduler.set_timesteps(self.num_inference_steps, device=device)
+        inferer = DiffusionInferer(scheduler)
         was_training = self.unet.training
         self.unet.eval()
         out = []
         for start in range(0, num, batch_size):
             count = min(batch_size, num - start)
-            x = torch.randn(count, self.in_channels, *self.spatial_shape, generator=g).to(device)
-            lab = None if labels is None else torch.as_tensor(labels)[start : start + count].to(device)
-            for t in scheduler.timesteps:
-                eps = self.unet(x, timesteps=torch.full((count,), int(t), device=device).long(), class_labels=lab)
-                x, _ = scheduler.step(eps, t, x, generator=None)
+            noise = torch.randn(count, self.in_channels, *self.spatial_shape, generator=g, device=device)
+            model = self.unet
+            if labels is not None:
+                model = functools.partial(self.unet, class_labels=torch.as_tensor(labels)[start : start + count].to(device))
+            x = inferer.sample(noise, model, scheduler, verbose=False)
             out.append(((x.clamp(-1, 1) + 1) / 2).cpu())
         self.unet.train(was_training)
         return torch.cat(out)

@@ -3,19 +3,19 @@ SSIM+L1 reconstruction plus beta * KL with beta = 0.005."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn as nn
 from monai.utils import CommonKeys
+from torch import nn
 
+from .. import SSIML1Loss, decode
 from ..engines.utils import check_finite_loss, optimizer_step
-from ..generate import decode
-from ..losses import SSIML1Loss
 from .common import BaselineTrainer, prepare_images
 
-__all__ = ["MLPEncoder", "VAE", "VAETrainer"]
+__all__ = ["VAE", "MLPEncoder", "VAETrainer"]
 
 
 class MLPEncoder(nn.Module):
@@ -34,7 +34,7 @@ class MLPEncoder(nn.Module):
         self.num_classes = num_classes
         widths = [math.prod(in_shape) + (num_classes or 0), *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in itertools.pairwise(widths):
             layers += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1], 2 * latent_size)

@@ -48,7 +48,7 @@ def _inspect(path: str, lower: float, upper: float) -> tuple[str, str]:
     """``("ok" | "unreadable" | "non-finite" | "blank", detail)``; never raises (it runs in worker threads)."""
     try:
         values = read_image_file(path)
-    except Exception as err:  # any reader failure is reported by file name from the calling thread
+    except Exception as err:  # noqa: BLE001 - any reader failure is reported by file name from the calling thread
         return "unreadable", f"{type(err).__name__}: {err}".replace("\n", " ")
     if values.size == 0:
         return "unreadable", "no pixels"

@@ -35,7 +35,7 @@ def _template_slices(z_mm: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.
     t1 = datasets.load_mni152_template(resolution=1)
     affine = t1.affine
     inverse = np.linalg.inv(affine)
-    z_index = [int(round((inverse @ np.array([0.0, 0.0, z, 1.0]))[2])) for z in z_mm]
+    z_index = [round((inverse @ np.array([0.0, 0.0, z, 1.0]))[2]) for z in z_mm]
 
     def planes(img) -> np.ndarray:
         data = np.asarray(img.get_fdata(), dtype=np.float32)

@@ -37,7 +37,7 @@ def _array(archive, key: str, path: Path) -> np.ndarray:
             f"{str(path)!r}, key {key!r}: holds Python objects (dtype=object; {err}), which are not read for safety; "
             "save it as one numeric array, e.g. np.savez(..., {key}=np.stack(images).astype(np.uint8))."
         ) from None
-    except Exception as err:  # a damaged member of the zip archive
+    except Exception as err:  # noqa: BLE001 - a damaged member of the zip archive, reported with the file and key
         raise ValueError(f"{str(path)!r}, key {key!r}: cannot be read ({type(err).__name__}: {err}); re-download or "
                          "re-save the file.") from None
 
@@ -79,11 +79,11 @@ def load_medmnist_npz(path: str | os.PathLike, spatial_dims: int | None = None) 
         raise FileNotFoundError(f"MedMNIST file {str(path)!r} {what}; pass the path of a .npz release file.")
     try:
         archive = np.load(path, allow_pickle=False)
-    except Exception as err:  # zipfile / pickle errors: the message must name the file
+    except Exception as err:  # noqa: BLE001 - zipfile / pickle errors: the message must name the file
         raise ValueError(f"cannot read {str(path)!r} as a MedMNIST .npz ({type(err).__name__}: {err}); re-download "
                          "it or save it with np.savez.") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{str(path)!r} holds one array, not the MedMNIST keys; save it with np.savez(path, "
+        raise ValueError(  # noqa: TRY004 - a file with the wrong content: a value error, as for the other bad filesf"{str(path)!r} holds one array, not the MedMNIST keys; save it with np.savez(path, "
                          "train_images=..., train_labels=..., val_images=..., ...).")
     with archive:
         required = [f"{s}_{k}" for s in _SPLITS.values() for k in ("images", "labels")]

@@ -238,7 +238,7 @@ def slice_volume_records(
         try:
             img = nib.as_closest_canonical(nib.load(record["image"]))
             data = np.asarray(img.dataobj, dtype=np.float32)
-        except Exception as err:  # EOFError (truncated .nii.gz), zlib/OSError, nibabel's own errors
+        except Exception as err:  # noqa: BLE001 - EOFError (truncated .nii.gz), zlib/OSError, nibabel errors
             raise ValueError(
                 f"cannot read volume {record['image']!r} ({type(err).__name__}: {err}); the file is truncated or "
                 "damaged: re-download it or remove its session folder."

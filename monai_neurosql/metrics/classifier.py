@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import Classifier
 
-
-__all__ = ["classification_scores", "train_classifier", "downstream_classifier"]
+__all__ = ["classification_scores", "downstream_classifier", "train_classifier"]
 
 
 def classification_scores(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:

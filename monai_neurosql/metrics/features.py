@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
+from torch import nn
 
-__all__ = ["ProxyFeatureNet", "extract_features", "load_pretrained_weights", "hub_checkpoint_path"]
+__all__ = ["ProxyFeatureNet", "extract_features", "hub_checkpoint_path", "load_pretrained_weights"]
 
 
 class ProxyFeatureNet(nn.Module):
@@ -36,7 +37,7 @@ class ProxyFeatureNet(nn.Module):
         widths = [in_channels, 32, 64, 128, num_features]
         self.layers = nn.ModuleList(
             conv(c_in, c_out, kernel_size=3, stride=1 if i == 0 else 2, padding=1)
-            for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]))
+            for i, (c_in, c_out) in enumerate(itertools.pairwise(widths))
         )
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
@@ -70,26 +71,35 @@ def extract_features(
     return torch.cat(out)
 
 
-def hub_checkpoint_path(filename: str) -> Path:
-    """Where ``torch.hub``/torchvision keep a downloaded checkpoint: ``<torch hub dir>/checkpoints/<filename>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+def hub_checkpoint_path(filename: str, subdir: str = "checkpoints") -> Path:
+    """Where ``torch.hub`` keeps a downloaded checkpoint: ``<torch hub dir>/<subdir>/<filename>``."""
+    return Path(torch.hub.get_dir()) / subdir / filename
 
 
-def load_pretrained_weights(filename: str, weights_path: str | os.PathLike | None, what: str) -> dict:
+def load_pretrained_weights(filename: str, weights_path: str | os.PathLike | None, what: str,
+                            source: str = "torchvision's standard download of these weights",
+                            hub_subdir: str = "checkpoints") -> dict:
     """State dict of pretrained weights from ``weights_path`` or the torch hub cache; never downloads.
+
+    Args:
+        filename: the checkpoint's file name in the hub cache.
+        weights_path: an explicit file (tried first).
+        what: the metric's name, for the message.
+        source: where users get the file, for the message.
+        hub_subdir: the cache folder under the torch hub dir. Default ``checkpoints``.
 
     Raises:
         FileNotFoundError: the weights are in neither place; the message says where to put them.
     """
     candidates = [Path(weights_path).expanduser()] if weights_path else []
-    candidates.append(hub_checkpoint_path(filename))
+    candidates.append(hub_checkpoint_path(filename, hub_subdir))
     for path in candidates:
         if path.is_file():
             return torch.load(path, map_location="cpu", weights_only=True)
     raise FileNotFoundError(
         f"{what} needs the pretrained weights {filename!r}, which were found neither at "
-        f"{', '.join(repr(str(c)) for c in candidates)}. Copy that file (torchvision's standard download of these "
-        "weights, fetched once on a machine with internet) to the torch hub checkpoints folder, or pass "
-        "weights_path. No metric is computed with random weights under this name; the proxy-FID (fixed random "
-        "features) needs no download."
+        f"{', '.join(repr(str(c)) for c in candidates)}. Copy that file ({source}, fetched once on a machine with "
+        "internet) to the torch hub folder named here, or pass its path. No metric is computed with random weights "
+        "under this name; the domain metrics (an encoder trained on your own training images) and the paper's "
+        "proxy-FID (fixed random features) need no download."
     )

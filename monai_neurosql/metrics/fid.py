@@ -1,28 +1,38 @@
-"""Frechet distances: the paper's proxy-FID (fixed random features) and the Inception FID (pretrained weights)."""
+"""Frechet distances: the paper's proxy-FID (fixed random features), FID (the FID Inception network), and Frechet
+distances in other pretrained features (named after the network, never "FID")."""
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from monai.metrics import FIDMetric
+from scipy.linalg import LinAlgWarning
 
-from .features import ProxyFeatureNet, extract_features, load_pretrained_weights
+from .features import ProxyFeatureNet, extract_features
+from .pretrained_features import (
+    FIDInceptionFeatures,
+    ImageNetInceptionFeatures,
+    MedicalNetResNet10Features,
+    RadImageNetResNet50Features,
+)
 
-__all__ = ["proxy_fid", "inception_fid", "InceptionFeatures", "frechet_distance", "INCEPTION_WEIGHTS"]
-
-#: torchvision's Inception-v3 checkpoint file name (in the torch hub cache).
-INCEPTION_WEIGHTS = "inception_v3_google-0cc3c7bd.pth"
+__all__ = ["fd_imagenet_inception", "fd_medicalnet", "fd_radimagenet", "fid", "frechet_distance", "proxy_fid"]
 
 
 def frechet_distance(real_features: torch.Tensor, fake_features: torch.Tensor) -> float:
     """Frechet distance between Gaussian fits of two ``(N, F)`` feature sets (MONAI's ``FIDMetric``)."""
     if real_features.shape[0] < 2 or fake_features.shape[0] < 2:
         raise ValueError("the Frechet distance needs at least 2 samples per set.")
+    with warnings.catch_warnings():
+        # degenerate sets (a control of one repeated image, fewer images than features) have singular
+        # covariances: scipy warns, and the distance is still the right finite number
+        warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(FIDMetric()(fake_features.double(), real_features.double()))
     # rounding can leave a tiny negative value for identical sets; a distance is >= 0
-    return max(0.0, float(FIDMetric()(fake_features.double(), real_features.double())))
+    return max(0.0, value)
 
 
 def _matched(real: torch.Tensor, fake: torch.Tensor, num_samples: int | None, seed: int) -> tuple:
@@ -43,7 +53,7 @@ def proxy_fid(
 ) -> float:
     """proxy-FID (paper appendix E): Frechet distance of :class:`ProxyFeatureNet` features (fixed random conv net,
     128-d), on equal numbers of real and generated images (``num_samples``, 2048 by default, subsampled with
-    ``seed``). A coarse, reproducible indicator that needs no download; it is *not* the Inception FID.
+    ``seed``). A coarse, reproducible indicator that needs no download; it is *not* FID.
 
     Args:
         real, fake: ``N x C x [SPATIAL]`` images in ``[0, 1]``.
@@ -56,46 +66,49 @@ def proxy_fid(
     return frechet_distance(extract_features(net, real, batch_size), extract_features(net, fake, batch_size))
 
 
-class InceptionFeatures(nn.Module):
-    """Pool3 (2048-d) features of torchvision's Inception-v3 with its ImageNet weights (loaded, never downloaded).
-
-    Single-channel images are replicated to RGB at metric time (paper appendix J), resized to 299x299 and
-    normalized with the ImageNet statistics. 2D images only.
-    """
-
-    def __init__(self, weights_path: str | os.PathLike | None = None) -> None:
-        super().__init__()
-        import torchvision
-
-        state = load_pretrained_weights(INCEPTION_WEIGHTS, weights_path, "FID (Inception-v3)")
-        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
-        net.load_state_dict(state)
-        net.fc = nn.Identity()
-        self.net = net.eval()
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"Inception features take 2D images (B, C, H, W), got shape {tuple(x.shape)}.")
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        return self.net((x - self.mean) / self.std)
-
-
-def inception_fid(
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    weights_path: str | os.PathLike | None = None,
-    num_samples: int | None = 2048,
-    seed: int = 0,
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-) -> float:
-    """FID with Inception-v3 pool3 features. The weights come from ``weights_path`` or the torch hub cache
-    (``inception_v3_google-0cc3c7bd.pth``); without them a ``FileNotFoundError`` says how to provide them."""
-    features = InceptionFeatures(weights_path)
+def _pretrained_distance(features: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, num_samples: int | None,
+                         seed: int, batch_size: int, device: torch.device | str | None) -> float:
     if device is not None:
         features = features.to(device)
     real, fake = _matched(real, fake, num_samples, seed)
     return frechet_distance(extract_features(features, real, batch_size), extract_features(features, fake, batch_size))
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor, weights_path: str | os.PathLike | None = None,
+        num_samples: int | None = 2048, seed: int = 0, batch_size: int = 64,
+        device: torch.device | str | None = None) -> float:
+    """FID (Heusel et al. 2017): Frechet distance of the FID Inception network's pool3 features
+    (:class:`~monai_neurosql.metrics.FIDInceptionFeatures`, pytorch-fid's ``pt_inception-2015-12-05`` weights from
+    ``weights_path`` or the torch hub cache), on ``num_samples`` matched images (at least 2048 for a number
+    comparable with published FIDs). 2D images in ``[0, 1]``.
+
+    Raises:
+        FileNotFoundError: the weights file is missing (the message says where to put it).
+    """
+    return _pretrained_distance(FIDInceptionFeatures(weights_path), real, fake, num_samples, seed, batch_size, device)
+
+
+def fd_imagenet_inception(real: torch.Tensor, fake: torch.Tensor, weights_path: str | os.PathLike | None = None,
+                          num_samples: int | None = 2048, seed: int = 0, batch_size: int = 64,
+                          device: torch.device | str | None = None) -> float:
+    """Frechet distance in torchvision's ImageNet Inception-v3 features (``inception_v3_google-0cc3c7bd.pth``).
+    Not FID: other weights give other numbers; use :func:`fid` for a number comparable with the literature."""
+    return _pretrained_distance(ImageNetInceptionFeatures(weights_path), real, fake, num_samples, seed, batch_size,
+                                device)
+
+
+def fd_radimagenet(real: torch.Tensor, fake: torch.Tensor, weights_path: str | os.PathLike | None = None,
+                   num_samples: int | None = 2048, seed: int = 0, batch_size: int = 64,
+                   device: torch.device | str | None = None) -> float:
+    """Frechet distance in RadImageNet ResNet50 features, the 2D FID of MONAI's generative tutorials."""
+    return _pretrained_distance(RadImageNetResNet50Features(weights_path), real, fake, num_samples, seed, batch_size,
+                                device)
+
+
+def fd_medicalnet(real: torch.Tensor, fake: torch.Tensor, weights_path: str | os.PathLike | None = None,
+                  num_samples: int | None = 2048, seed: int = 0, batch_size: int = 8,
+                  device: torch.device | str | None = None) -> float:
+    """Frechet distance in MedicalNet ResNet-10 features of 3D volumes, the 3D FID of MONAI's generative
+    tutorials."""
+    return _pretrained_distance(MedicalNetResNet10Features(weights_path), real, fake, num_samples, seed, batch_size,
+                                device)

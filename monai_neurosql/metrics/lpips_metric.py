@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..extras import require
 from .features import load_pretrained_weights
 
-__all__ = ["LPIPSMetric", "lpips_distance", "VGG16_WEIGHTS"]
+__all__ = ["VGG16_WEIGHTS", "LPIPSMetric", "lpips_distance"]
 
 #: torchvision's VGG-16 checkpoint file name (in the torch hub cache).
 VGG16_WEIGHTS = "vgg16-397923af.pth"

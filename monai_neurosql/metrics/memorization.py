@@ -1,23 +1,31 @@
-"""Memorization audit of synthetic images: are they near-copies of training images?"""
+"""Memorization audit of synthetic images: are they (possibly blurred) near-copies of training images?"""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from ..cost import pairwise_cost
 from ..visualize import save_grid_png
+from .controls import blur
 
-__all__ = ["nearest_neighbours", "memorization_audit"]
+__all__ = ["MemorizationAudit", "audit_minimum", "memorization_audit", "nearest_neighbours"]
+
+
+def audit_minimum(quantile: float = 0.05, num_spaces: int = 4) -> int:
+    """Held-out images the audit needs: 5 below each space's threshold (``quantile / num_spaces``)."""
+    return math.ceil(5 * num_spaces / quantile - 1e-9)
 
 
 def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, block: int = 512,
                        cost_kwargs: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each query image, the cost and index of its nearest reference under :func:`pairwise_cost`
-    (SSIM+L1 by default), computed in blocks of ``block`` queries."""
+    """For each query image, the cost and index of its nearest reference under
+    :func:`~monai_neurosql.pairwise_cost` (SSIM+L1 by default), computed in blocks of ``block`` queries."""
+
     costs, index = [], []
     for start in range(0, len(queries), block):
         c = pairwise_cost(queries[start : start + block], references, **dict(cost_kwargs or {}))
@@ -25,6 +33,147 @@ def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, block: i
         costs.append(value)
         index.append(idx)
     return torch.cat(costs), torch.cat(index)
+
+
+def _two_nearest(distances: Callable[[torch.Tensor], torch.Tensor], queries: torch.Tensor,
+                 block: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest and second-nearest reference distance and the nearest index, ``distances(query block) -> (b, R)``."""
+    first, second, index = [], [], []
+    for start in range(0, len(queries), block):
+        values, idx = distances(queries[start : start + block]).topk(2, dim=1, largest=False)
+        first.append(values[:, 0])
+        second.append(values[:, 1])
+        index.append(idx[:, 0])
+    return torch.cat(first), torch.cat(second), torch.cat(index)
+
+
+class MemorizationAudit:
+    """Flag synthetic images that reproduce a training image (sharp or blurred) more closely than new real images
+    come to any training image.
+
+    In each space an image's *match ratio* is the distance to its nearest training image divided by the distance
+    to the second nearest: a copy of one training image is much closer to it than to any other (ratio near 0),
+    while a new image, and also a featureless one (the mean image, a blurry average, which is close to many
+    training images at once), sits about as far from its nearest as from its second nearest (ratio near 1). The
+    spaces:
+
+    - ``pixel``: NeuroSQL's SSIM+L1 cost (:func:`~monai_neurosql.pairwise_cost`) to the training images;
+    - ``lowpass_fine`` and ``lowpass_coarse``: mean squared difference to the training images blurred with
+      ``lowpass_sigmas`` (default 1/16 and 1/8 of the smallest spatial size): a reproduction blurred by about
+      that much matches its blurred original almost exactly. The thresholds come from held-out images blurred
+      alike, so a blurry but new image is judged against blurry new real images;
+    - ``domain``: Euclidean distance in ``feature_net`` features (the domain encoder), when given.
+
+    Each space's threshold is the ``quantile / number of spaces`` quantile of the match ratio over held-out real
+    images (images the model never saw), computed once here; an image below it in any space is a *near-copy*. So a
+    model that generalizes flags about ``quantile`` (5%) of its samples in all (compare with the audit of unseen
+    real images, the report's floor) and a memorizing one far more.
+
+    Args:
+        train, heldout: ``N x C x [SPATIAL]`` images in ``[0, 1]`` (``train`` at least 2).
+        quantile: the share of new real images allowed below the thresholds, in ``(0, 1)``.
+        cost_kwargs: ``pairwise_cost`` options for the pixel space.
+        feature_net: features for the domain space (e.g. a trained :class:`DomainEncoder`).
+        lowpass_sigmas: blurs of the low-pass spaces (pixels).
+        min_heldout: the fewest held-out images accepted; default ``ceil(5 * spaces / quantile)``, 5 below each
+            threshold (400 with a domain encoder at 5%, 300 without).
+
+    Raises:
+        ValueError: ``quantile`` outside ``(0, 1)``, or fewer than ``min_heldout`` held-out images.
+
+    Example::
+
+        audit = MemorizationAudit(train, heldout, feature_net=encoder)
+        audit(samples)["near_copy_share"]
+    """
+
+    def __init__(
+        self,
+        train: torch.Tensor,
+        heldout: torch.Tensor,
+        quantile: float = 0.05,
+        cost_kwargs: Mapping[str, Any] | None = None,
+        feature_net: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        lowpass_sigmas: tuple[float, float] | None = None,
+        min_heldout: int | None = None,
+    ) -> None:
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"quantile must lie in (0, 1), got {quantile}.")
+        if len(train) < 2:
+            raise ValueError(f"the audit needs at least 2 training images, got {len(train)}.")
+        num_spaces = 4 if feature_net is not None else 3
+        minimum = min_heldout if min_heldout is not None else audit_minimum(quantile, num_spaces)
+        if len(heldout) < minimum:
+            raise ValueError(f"the memorization thresholds need at least {minimum} held-out images (5 below each of "
+                             f"{num_spaces} thresholds at {quantile:g}), got {len(heldout)}; pass more held-out images "
+                             "or lower min_heldout knowingly.")
+        self.train, self.quantile, self.feature_net = train, quantile, feature_net
+        self.cost_kwargs = dict(cost_kwargs or {})
+        size = min(train.shape[2:])
+        self.sigmas = dict(zip(("lowpass_fine", "lowpass_coarse"), lowpass_sigmas or (size / 16.0, size / 8.0)))
+        self.low_train = {name: blur(train, sigma) for name, sigma in self.sigmas.items()}
+        self.train_features = None
+        if feature_net is not None:
+            from .features import extract_features
+
+            self.train_features = extract_features(feature_net, train)
+        self.heldout = self._distances(heldout, blur_queries=True)
+        level = quantile / num_spaces
+        self.thresholds = {name: float(torch.quantile(self._ratio(d), level)) for name, d in self.heldout.items()}
+
+    @staticmethod
+    def _ratio(distances: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        first, second, _ = distances
+        return first.double() / second.double().clamp_min(1e-12)
+
+    def _distances(self, images: torch.Tensor, blur_queries: bool = False
+                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Nearest/second-nearest distances per space; ``blur_queries`` blurs the queries like the low-pass
+        references (for the held-out calibration)."""
+    
+        out = {"pixel": _two_nearest(lambda q: pairwise_cost(q, self.train, **self.cost_kwargs), images)}
+        for name, sigma in self.sigmas.items():
+            queries = blur(images, sigma) if blur_queries else images.float()
+            out[name] = _two_nearest(lambda q, ref=self.low_train[name]: pairwise_cost(q, ref, kind="l2"), queries)
+        if self.feature_net is not None:
+            from .features import extract_features
+
+            features = extract_features(self.feature_net, images)
+            out["domain"] = _two_nearest(lambda q: torch.cdist(q, self.train_features), features)
+        return out
+
+    def __call__(self, synthetic: torch.Tensor, png_path: str | os.PathLike | None = None,
+                 worst_k: int = 16) -> dict[str, Any]:
+        """Audit ``synthetic``; with ``png_path``, save the ``worst_k`` closest pairs (smallest distance relative
+        to its threshold): synthetic images on the top row, their nearest training images below.
+
+        Returns:
+            ``{"near_copy_share", "share_<space>", "threshold_<space>" (match-ratio thresholds),
+            "median_ratio_synthetic_<space>", "median_ratio_heldout_<space>", "nn_index" (N, nearest training image
+            in pixel space), "score" (N, smallest ratio / threshold over spaces: below 1 = flagged), "flagged"
+            (N bool), "spaces", "png"}``.
+        """
+        spaces = self._distances(synthetic)
+        result: dict[str, Any] = {"spaces": tuple(spaces), "png": None}
+        scores = []
+        for name, distances in spaces.items():
+            ratio, threshold = self._ratio(distances), self.thresholds[name]
+            result[f"threshold_{name}"] = threshold
+            result[f"share_{name}"] = float((ratio < threshold).double().mean())
+            result[f"median_ratio_synthetic_{name}"] = float(ratio.median())
+            result[f"median_ratio_heldout_{name}"] = float(self._ratio(self.heldout[name]).median())
+            scores.append(ratio / max(threshold, 1e-12))
+        stacked = torch.stack(scores)
+        score = stacked.min(0).values
+        result.update(score=score, flagged=score < 1.0, nn_index=spaces["pixel"][2])
+        result["near_copy_share"] = float(result["flagged"].double().mean())
+        if png_path is not None and worst_k > 0:
+
+            worst = score.argsort()[:worst_k]
+            nearest = torch.stack([d[2] for d in spaces.values()])[stacked.argmin(0)[worst], worst]
+            grid = torch.cat([synthetic[worst].cpu(), self.train[nearest].cpu()])
+            result["png"] = save_grid_png(grid, png_path, nrow=len(worst), scale=2)
+        return result
 
 
 def memorization_audit(
@@ -35,37 +184,11 @@ def memorization_audit(
     worst_k: int = 16,
     png_path: str | os.PathLike | None = None,
     cost_kwargs: Mapping[str, Any] | None = None,
+    feature_net: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    lowpass_sigmas: tuple[float, float] | None = None,
+    min_heldout: int | None = None,
 ) -> dict[str, Any]:
-    """Flag synthetic images that sit closer to a training image than new real images do.
-
-    Each synthetic image's nearest training image (SSIM+L1 cost) is compared with the same distance for held-out
-    real images (images the model never saw): a synthetic image is a *near-copy* when its nearest-training cost
-    is below the ``quantile`` (default 5%) of the held-out costs, i.e. closer to a training image than 95% of
-    genuinely new real images are. A model that generalizes flags about ``quantile`` of its samples; a
-    memorizing one flags far more. The ``worst_k`` closest pairs are saved as a PNG (synthetic on the top row,
-    its nearest training image below).
-
-    Returns:
-        ``{"near_copy_share", "threshold", "synthetic_nn_cost" (N,), "synthetic_nn_index" (N,),
-        "heldout_nn_cost" (M,), "median_synthetic", "median_heldout", "png"}``.
-    """
-    if not 0.0 < quantile < 1.0:
-        raise ValueError(f"quantile must lie in (0, 1), got {quantile}.")
-    syn_cost, syn_index = nearest_neighbours(synthetic, train, cost_kwargs=cost_kwargs)
-    held_cost, _ = nearest_neighbours(heldout, train, cost_kwargs=cost_kwargs)
-    threshold = float(torch.quantile(held_cost.double(), quantile))
-    result: dict[str, Any] = {
-        "near_copy_share": float((syn_cost < threshold).double().mean()),
-        "threshold": threshold,
-        "synthetic_nn_cost": syn_cost,
-        "synthetic_nn_index": syn_index,
-        "heldout_nn_cost": held_cost,
-        "median_synthetic": float(syn_cost.median()),
-        "median_heldout": float(held_cost.median()),
-        "png": None,
-    }
-    if png_path is not None and worst_k > 0:
-        worst = syn_cost.argsort()[:worst_k]
-        grid = torch.cat([synthetic[worst].cpu(), train[syn_index[worst]].cpu()])
-        result["png"] = save_grid_png(grid, png_path, nrow=len(worst), scale=2)
-    return result
+    """One-shot :class:`MemorizationAudit` of ``synthetic`` against ``train`` with thresholds from ``heldout``;
+    arguments and result as there."""
+    audit = MemorizationAudit(train, heldout, quantile, cost_kwargs, feature_net, lowpass_sigmas, min_heldout)
+    return audit(synthetic, png_path=png_path, worst_k=worst_k)

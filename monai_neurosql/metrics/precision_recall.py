@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["precision_recall"]
+__all__ = ["density_coverage", "precision_recall"]
 
 
 def _knn_radii(features: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
@@ -45,3 +45,36 @@ def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k
     precision = _covered(fake, real, _knn_radii(real, k, chunk), chunk).double().mean().item()
     recall = _covered(real, fake, _knn_radii(fake, k, chunk), chunk).double().mean().item()
     return {"precision": precision, "recall": recall}
+
+
+def density_coverage(real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 5,
+                     chunk: int = 1024) -> dict[str, float]:
+    """Density and coverage (Naeem et al. 2020), the outlier-robust successors of k-NN precision/recall.
+
+    With ``r_i`` the distance from real feature ``x_i`` to its ``k``-th nearest real neighbour: density is the
+    mean number of real balls ``B(x_i, r_i)`` a generated sample falls in, divided by ``k`` (about 1 for a
+    generator that matches the real distribution, above 1 when samples crowd where real images are dense);
+    coverage is the share of real balls that contain at least one generated sample (about ``1 - (1/2)^k``
+    for two samples of one distribution, lower when modes are missed).
+
+    Args:
+        real_features, fake_features: ``(N, F)`` and ``(M, F)`` features.
+        k: neighbourhood size. Default 5 (the paper's).
+        chunk: rows per distance block.
+
+    Returns:
+        ``{"density": d, "coverage": c}``.
+    """
+    if len(real_features) <= k or len(fake_features) < 1:
+        raise ValueError(f"density/coverage with k={k} needs more than {k} real samples and at least one fake.")
+    real, fake = real_features.double(), fake_features.double()
+    radii = _knn_radii(real, k, chunk)
+    inside, nearest = [], []
+    for start in range(0, len(fake), chunk):
+        d = torch.cdist(fake[start : start + chunk], real)
+        inside.append((d <= radii[None, :]).double().sum(1))
+    for start in range(0, len(real), chunk):
+        nearest.append(torch.cdist(real[start : start + chunk], fake).min(1).values)
+    density = torch.cat(inside).mean().item() / k
+    coverage = (torch.cat(nearest) <= radii).double().mean().item()
+    return {"density": density, "coverage": coverage}

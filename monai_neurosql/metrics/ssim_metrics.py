@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from monai.metrics import MultiScaleSSIMMetric, SSIMMetric
 
-from ..generate import decode
+from .. import decode
 
-__all__ = ["random_pairs", "paired_ssim", "reconstruction_ssim", "ms_ssim_diversity", "ms_ssim_settings"]
+__all__ = ["ms_ssim_diversity", "ms_ssim_settings", "paired_ssim", "random_pairs", "reconstruction_ssim"]
 
 
 def random_pairs(n: int, m: int, num_pairs: int, seed: int = 0, distinct: bool = False) -> tuple[torch.Tensor, ...]:

@@ -103,8 +103,8 @@ def test_ddpm_sampler_recovers_the_image_with_an_oracle_denoiser():
     alpha_bar = scheduler.alphas_cumprod
 
     class Oracle(torch.nn.Module):
-        def forward(self, x, timesteps, class_labels=None):
-            a = alpha_bar[timesteps].view(-1, 1, 1, 1)
+        def forward(self, x, timesteps, context=None, class_labels=None):
+            a = alpha_bar[timesteps.long()].view(-1, 1, 1, 1)
             return (x - a.sqrt() * x0) / (1 - a).sqrt()
 
     fake = types.SimpleNamespace(state=types.SimpleNamespace(device=torch.device("cpu")), scheduler=scheduler,
@@ -112,3 +112,30 @@ def test_ddpm_sampler_recovers_the_image_with_an_oracle_denoiser():
     samples = DDPMTrainer.sample(fake, 4, seed=0)
     assert samples.shape == (4, 1, 16, 16)
     torch.testing.assert_close(samples, ((x0 + 1) / 2).expand(4, -1, -1, -1), rtol=0, atol=1e-3)
+
+
+def test_ddpm_sampling_is_a_function_of_the_seed_only():
+    """MONAI's DiffusionInferer.sample with the seeded scheduler: the global RNG does not change the samples."""
+    unet = matched_diffusion_unet(2, 1, 30_000, tolerance=100.0, widths=(8,))  # the smallest U-Net
+    trainer = DDPMTrainer("cpu", 1, _loader(n=8, batch_size=8), unet, torch.optim.Adam(unet.parameters(), 1e-3),
+                          spatial_shape=(16, 16), num_inference_steps=3)
+    torch.manual_seed(1)
+    a = trainer.sample(2, seed=5)
+    torch.manual_seed(2)
+    b = trainer.sample(2, seed=5)
+    assert torch.equal(a, b) and not torch.equal(a, trainer.sample(2, seed=6))
+
+
+def test_gan_hinge_loss_with_spectral_norm_and_dcgan_settings():
+    from monai_neurosql.baselines import dcgan_init
+
+    generator, disc = dcgan_init(_gen()), dcgan_init(Discriminator(2, 1, spectral_norm=True))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in disc.modules())
+    assert hasattr(disc.body[0], "parametrizations")  # spectrally normalized
+    g_opt, d_opt = GANTrainer.dcgan_optimizers(generator, disc)
+    assert g_opt.defaults["lr"] == 2e-4 and g_opt.defaults["betas"] == (0.5, 0.999)
+    trainer = GANTrainer("cpu", 1, _loader(n=32), generator, disc, g_opt, d_opt, loss="hinge", grad_clip_norm=None)
+    trainer.run()
+    assert {"g_loss", "d_loss"} <= set(trainer.state.output)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        GANTrainer("cpu", 1, _loader(n=8), generator, disc, g_opt, d_opt, loss="wasserstein")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +25,7 @@ def test_demo_layout_and_determinism(demo, tmp_path):
     image = Image.open(records[0]["image"])
     assert image.size == (496, 248) and image.mode == "RGB"
     again = build_oasis_demo(tmp_path / "again", subjects_per_class=(3, 3, 3, 3), slices_per_subject=2)
-    digest = lambda p: hashlib.md5(open(p, "rb").read()).hexdigest()  # noqa: E731
+    digest = lambda p: hashlib.md5(Path(p).read_bytes()).hexdigest()
     assert digest(records[5]["image"]) == digest(oasis_kaggle_records(again)[5]["image"])
 
 

@@ -1,0 +1,423 @@
+"""One benchmark cell: build a model on the shared backbone, train it under a protocol, keep its checkpoint and
+samples, and score the samples in the shared feature spaces."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .memory import peak_rss_mib
+
+__all__ = [
+    "BACKBONES",
+    "LEARNING_RATES",
+    "MODELS",
+    "PROTOCOLS",
+    "VARIANTS",
+    "build_generator",
+    "build_model",
+    "cell_dir",
+    "cell_key",
+    "run_cell",
+    "score_controls",
+    "scored_count",
+    "select_vae_beta",
+]
+
+MODELS = ("neurosql", "vae", "gan", "ddpm")
+BACKBONES = ("conv", "resnet", "film_unet")
+#: Variants per model: NeuroSQL's ablations (assignment cost, greedy, mini-batch); the GAN's hinge + spectral norm.
+VARIANTS = {"neurosql": ("default", "l2", "greedy", "minibatch"), "gan": ("default", "hinge"),
+            "vae": ("default",), "ddpm": ("default",)}
+#: ``epochs``: the same epochs for every model (the paper's protocol); ``wallclock``: the same training seconds;
+#: ``early_stop``: each model at its best validation KID (domain features) within an epoch cap.
+PROTOCOLS = ("epochs", "wallclock", "early_stop")
+#: Learning rates as each model's community sets them: NeuroSQL and the VAE AdamW 2e-3 with cosine decay (the
+#: paper's shared recipe), the GAN DCGAN's Adam 2e-4 with betas (0.5, 0.999), the DDPM Adam 1e-3 (a small
+#: U-Net; constant, as Ho et al.).
+LEARNING_RATES = {"neurosql": 2e-3, "vae": 2e-3, "gan": 2e-4, "ddpm": 1e-3}
+
+logger = logging.getLogger(__name__)
+
+
+def build_generator(backbone: str, spatial_dims: int, latent_size: int, out_channels: int, spatial_size,
+                    num_classes: int | None = None) -> torch.nn.Module:
+    """The shared generator backbones at the benchmark's (CPU-sized) widths."""
+    from ..networks import ConvGenerator, FiLMUNetGenerator, ResNetGenerator
+
+    common = {"spatial_dims": spatial_dims, "latent_size": latent_size, "out_channels": out_channels,
+              "spatial_size": spatial_size, "num_classes": num_classes}
+    if backbone == "conv":
+        return ConvGenerator(**common, channels=(256, 128, 64, 32))
+    if backbone == "resnet":
+        return ResNetGenerator(**common, channels=(128, 128, 64, 32))
+    if backbone == "film_unet":
+        return FiLMUNetGenerator(**common, channels=(32, 64, 128))
+    raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}.")
+
+
+def cell_key(cell: Mapping[str, Any]) -> str:
+    """The cell's identity in ``results.csv`` (an interrupted sweep skips finished keys)."""
+    cond = "cond" if str(cell["conditional"]) == "True" else "uncond"
+    parts = [str(cell[k]) for k in ("dataset", "model", "backbone", "latent_size", "seed", "variant")]
+    return "|".join(parts + [cond, str(cell.get("protocol", "epochs"))])
+
+
+def cell_dir(output: str | Path, cell: Mapping[str, Any]) -> Path:
+    """``<output>/cells/<key>``: the cell's checkpoint, samples and pictures."""
+    return Path(output) / "cells" / cell_key(cell).replace("|", "_")
+
+
+def scored_count(num_samples: int, data: Mapping[str, Any]) -> int:
+    """Images per metric: as many generated as held-out real ones (matched counts, appendix E), at most
+    ``num_samples``."""
+    return min(num_samples, len(data["reference_images"]))
+
+
+def _schedule(optimizer: torch.optim.Optimizer, steps: int):
+    from monai.handlers import LrScheduleHandler
+
+    return LrScheduleHandler(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps)),
+                             epoch_level=False, print_lr=False)
+
+
+def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_epochs: int, device: torch.device,
+                settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The cell's trainer and what the cell needs around it.
+
+    Returns:
+        ``{"trainer", "params", "sampler": (num, seed, labels) -> images, "modules": {name: module} (what the
+        checkpoint and the early-stopping snapshot hold), "extra_state": callable -> dict (e.g. the latent bank),
+        "assignment": the NeuroSQL assignment handler or None}``.
+    """
+    from monai.data import Dataset
+
+    from .. import LatentBank, generate
+    from ..baselines import (
+        VAE,
+        DDPMTrainer,
+        Discriminator,
+        GANTrainer,
+        MLPEncoder,
+        VAETrainer,
+        dcgan_init,
+        matched_diffusion_unet,
+    )
+    from ..data import assignment_loader
+    from ..engines import NeuroSQLTrainer
+    from ..handlers import QuantileAssignmentHandler
+    from ..networks import count_parameters
+
+    model, variant, images = cell["model"], cell["variant"], data["train_images"]
+    conditional = str(cell["conditional"]) == "True"
+    num_classes = data["num_classes"] if conditional else None
+    generator = build_generator(cell["backbone"], images.ndim - 2, int(cell["latent_size"]), images.shape[1],
+                                tuple(images.shape[2:]), num_classes)
+    # cosine schedules span the epochs the protocol allows (the cap for wall-clock and early stopping)
+    steps = max_epochs * len(loader)
+    lr = LEARNING_RATES[model]
+    if model == "neurosql":
+        labels = data["train_labels"]
+        n = len(images)
+        bank = LatentBank.class_conditional(labels, int(cell["latent_size"]), seed=int(cell["seed"])) if conditional \
+            else LatentBank.create(n, int(cell["latent_size"]), seed=int(cell["seed"]))
+        optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
+        items = [{"image": images[i], "index": i, "label": int(labels[i])} for i in range(n)]
+        handler = QuantileAssignmentHandler(
+            assignment_loader(Dataset(items)) if variant != "minibatch" else None,
+            mode="minibatch" if variant == "minibatch" else "full", every_n_epochs=2,
+            settings={"method": "greedy" if variant == "greedy" else "hungarian",
+                      "cost": "l2" if variant == "l2" else "ssim_l1"},
+        )
+        trainer = NeuroSQLTrainer(device, max_epochs, loader, generator, bank, optimizer,
+                                  train_handlers=[_schedule(optimizer, steps), handler], seed=int(cell["seed"]))
+        return {"trainer": trainer, "params": count_parameters(generator),
+                "sampler": lambda num, seed, lab: generate(generator, num, bank.lattice, seed=seed, labels=lab),
+                "modules": {"generator": generator}, "extra_state": lambda: {"bank": bank.state_dict()},
+                "assignment": handler}
+    if model == "vae":
+        encoder = MLPEncoder(tuple(images.shape[1:]), int(cell["latent_size"]), num_classes=num_classes)
+        vae = VAE(generator, encoder)
+        optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
+        trainer = VAETrainer(device, max_epochs, loader, vae, optimizer, beta=float(settings.get("vae_beta", 0.005)),
+                             train_handlers=[_schedule(optimizer, steps)])
+        return {"trainer": trainer, "params": count_parameters(vae), "sampler": trainer.sample,
+                "modules": {"vae": vae}, "extra_state": dict, "assignment": None}
+    if model == "gan":
+        hinge = variant == "hinge"
+        disc = Discriminator(images.ndim - 2, images.shape[1], num_classes=num_classes, spectral_norm=hinge)
+        dcgan_init(generator)
+        dcgan_init(disc)
+        g_opt, d_opt = GANTrainer.dcgan_optimizers(generator, disc, lr=lr)
+        trainer = GANTrainer(device, max_epochs, loader, generator, disc, g_opt, d_opt,
+                             loss="hinge" if hinge else "bce", grad_clip_norm=None)
+        return {"trainer": trainer, "params": count_parameters(generator) + count_parameters(disc),
+                "sampler": trainer.sample, "modules": {"generator": generator, "discriminator": disc},
+                "extra_state": dict, "assignment": None}
+    if model == "ddpm":
+        # widths move in steps of 4 channels: at small images the closest U-Net can miss the paper's 10%
+        unet = matched_diffusion_unet(images.ndim - 2, images.shape[1], count_parameters(generator),
+                                      num_classes=num_classes, tolerance=0.2)
+        optimizer = torch.optim.Adam(unet.parameters(), lr=lr)
+        trainer = DDPMTrainer(device, max_epochs, loader, unet, optimizer, spatial_shape=tuple(images.shape[2:]),
+                              in_channels=images.shape[1],
+                              num_train_timesteps=int(settings.get("ddpm_timesteps", 1000)),
+                              num_inference_steps=int(settings.get("ddpm_sampling_steps", 100)))
+        return {"trainer": trainer, "params": count_parameters(unet), "sampler": trainer.sample,
+                "modules": {"unet": unet}, "extra_state": dict, "assignment": None}
+    raise ValueError(f"model must be one of {MODELS}, got {model!r}.")
+
+
+class _WallClock:
+    """Stop training once ``seconds`` of training (evaluation excluded) have passed."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self.seconds, self.clock = seconds, clock
+
+    def __call__(self, engine) -> None:
+        if self.clock() >= self.seconds:
+            engine.terminate()
+
+
+class _EarlyStopping:
+    """Every ``every`` epochs: KID (domain features) of ``num`` samples against the validation images; keeps a copy
+    of the best weights, stops after ``patience`` evaluations without improvement, and times itself so that the
+    cell's training time excludes evaluation."""
+
+    def __init__(self, sampler, modules: Mapping[str, torch.nn.Module], encoder, validation: torch.Tensor,
+                 num: int, patience: int, seed: int, conditional_classes: int | None) -> None:
+        from ..metrics import extract_features
+
+        self.sampler, self.modules, self.encoder = sampler, modules, encoder
+        self.reference = extract_features(encoder, validation[:num])
+        self.num, self.patience, self.seed = min(num, len(validation)), patience, seed
+        self.labels = torch.arange(self.num) % conditional_classes if conditional_classes else None
+        self.best, self.best_epoch, self.best_state, self.bad, self.seconds = float("inf"), 0, None, 0, 0.0
+        self.history: list[tuple[int, float]] = []
+
+    def __call__(self, engine) -> None:
+        from ..metrics import extract_features, kernel_distance
+
+        start = time.perf_counter()
+        fake = self.sampler(self.num, self.seed, self.labels).float()
+        kid = kernel_distance(self.reference, extract_features(self.encoder, fake))["kid"]
+        self.history.append((engine.state.epoch, kid))
+        if kid < self.best:
+            self.best, self.best_epoch, self.bad = kid, engine.state.epoch, 0
+            self.best_state = {k: copy.deepcopy(m.state_dict()) for k, m in self.modules.items()}
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                engine.terminate()
+        self.seconds += time.perf_counter() - start
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            for name, module in self.modules.items():
+                module.load_state_dict(self.best_state[name])
+
+
+def _grid(images: torch.Tensor, path: Path) -> None:
+    from ..visualize import save_grid_png
+
+    save_grid_png(images[:32], path, nrow=16, scale=2)
+
+
+def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Train one model under the cell's protocol, save its checkpoint and the samples every metric used, and score
+    them; returns the result row.
+
+    Files under :func:`cell_dir`: ``checkpoint.pt`` (state dicts of the model's modules, the NeuroSQL latent bank,
+    the cell and the settings; ``torch.load(..., weights_only=True)``), ``samples.npz`` (``images``: exactly the
+    generated images the metrics scored; ``labels`` for conditional models), ``samples.png`` and
+    ``memorization_worst_pairs.png``.
+    """
+    from ..data import train_loader
+    from ..metrics import SampleScorer, load_domain_encoder, paired_ssim
+
+    seed = int(cell["seed"])
+    torch.manual_seed(seed)
+    torch.set_num_threads(int(settings["threads"]))
+    logging.getLogger("ignite").setLevel(logging.WARNING)
+    device = torch.device(settings["device"])
+    protocol = cell.get("protocol", "epochs")
+    out = cell_dir(settings["output"], cell)
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels = data["train_images"], data["train_labels"]
+    items = [{"image": images[i], "index": i, "label": int(labels[i])} for i in range(len(images))]
+    from monai.data import Dataset
+
+    loader = train_loader(Dataset(items), int(settings["batch_size"]), seed=seed, drop_last=False)
+    max_epochs = int(settings["epochs"]) if protocol == "epochs" else int(settings["max_epochs"])
+    built = build_model(cell, data, loader, max_epochs, device, settings)
+    trainer = built["trainer"]
+    encoder = load_domain_encoder(settings["encoder_path"])
+    conditional = str(cell["conditional"]) == "True"
+    from ignite.engine import Events
+
+    stopper: _EarlyStopping | None = None
+    start = time.perf_counter()
+
+    def train_clock() -> float:
+        return time.perf_counter() - start - (stopper.seconds if stopper is not None else 0.0)
+
+    if protocol == "wallclock":
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, _WallClock(float(settings["wallclock_seconds"]),
+                                                                          train_clock))
+    elif protocol == "early_stop":
+        stopper = _EarlyStopping(built["sampler"], built["modules"], encoder, data["unseen_images"],
+                                 int(settings["val_samples"]), int(settings["patience"]), seed=500 + seed,
+                                 conditional_classes=data["num_classes"] if conditional else None)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(every=int(settings["eval_every"])), stopper)
+    elif protocol != "epochs":
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    trainer.run()
+    train_seconds = train_clock()
+    epochs_run = trainer.state.iteration / max(1, len(loader))
+    best_epoch = epochs_run
+    if stopper is not None:
+        stopper.restore()
+        best_epoch = stopper.best_epoch
+    torch.save({"cell": dict(cell), "settings": {k: v for k, v in settings.items() if isinstance(v, (int, float, str))},
+                "epochs_run": epochs_run, "best_epoch": best_epoch,
+                **{name: module.state_dict() for name, module in built["modules"].items()}, **built["extra_state"]()},
+               out / "checkpoint.pt")
+
+    num = scored_count(int(settings["num_samples"]), data)
+    sample_labels = (torch.arange(num) % data["num_classes"]) if conditional else None
+    fake = built["sampler"](num, 1000 + seed, sample_labels).float().cpu()
+    np.savez_compressed(out / "samples.npz", images=fake.numpy(),
+                        **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
+    _grid(fake, out / "samples.png")
+    scorer = SampleScorer(data["reference_images"], encoder=encoder, train=images,
+                          audit_samples=int(settings.get("audit_samples", 1024)))
+    scores = scorer(fake, png_path=out / "memorization_worst_pairs.png")
+    row: dict[str, Any] = {
+        **cell, "protocol": protocol, "epochs_run": round(epochs_run, 3), "best_epoch": best_epoch,
+        "n_train": len(images), "params": built["params"], "train_seconds": train_seconds,
+        "sec_per_epoch": train_seconds / max(epochs_run, 1e-9),
+        "ssim_random_pairs": paired_ssim(data["reference_images"][:num], fake, num_pairs=50, seed=0),
+        **scores, "cell_dir": str(out),
+    }
+    handler = built["assignment"]
+    if handler is not None and handler.history:
+        row.update({"assign_seconds": sum(h["seconds"] for h in handler.history),
+                    "assign_cost_seconds": sum(h["cost_seconds"] for h in handler.history),
+                    "assign_solve_seconds": sum(h["solve_seconds"] for h in handler.history),
+                    "assign_decode_seconds": sum(h["decode_seconds"] for h in handler.history),
+                    "assignments": len(handler.history)})
+    row.update(_pretrained_scores(data["reference_images"][:num], fake, settings))
+    if settings.get("classifier") and conditional:
+        from ..metrics import downstream_classifier
+
+        scores = downstream_classifier(built["sampler"], data["num_classes"], data["reference_images"],
+                                       data["reference_labels"], int(settings["num_synthetic"]), images, labels,
+                                       epochs=int(settings["classifier_epochs"]), seed=2000 + seed)
+        row.update({"clf_accuracy": scores["synthetic_only"]["accuracy"],
+                    "clf_macro_precision": scores["synthetic_only"]["macro_precision"],
+                    "clf_macro_recall": scores["synthetic_only"]["macro_recall"],
+                    "real_only_accuracy": scores["real_only"]["accuracy"],
+                    "real_plus_synthetic_accuracy": scores["real_plus_synthetic"]["accuracy"]})
+    row["peak_rss_mb"] = peak_rss_mib()
+    return row
+
+
+def _pretrained_scores(real: torch.Tensor, fake: torch.Tensor, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """FID and the other pretrained-feature scores whose weights files were given (each below its minimum count
+    reported as such)."""
+    from ..metrics import (
+        MIN_SAMPLES,
+        below_minimum,
+        fd_imagenet_inception,
+        fd_medicalnet,
+        fd_radimagenet,
+        fid,
+        lpips_distance,
+    )
+
+    n, out = len(fake), {}
+    for name, key, fn, minimum in (("fid", "fid_weights", fid, MIN_SAMPLES["fid"]),
+                                   ("fd_imagenet_inception", "imagenet_inception_weights", fd_imagenet_inception,
+                                    MIN_SAMPLES["fid"]),
+                                   ("fd_radimagenet", "radimagenet_weights", fd_radimagenet, MIN_SAMPLES["fid"]),
+                                   ("fd_medicalnet", "medicalnet_weights", fd_medicalnet, MIN_SAMPLES["fid"])):
+        if settings.get(key):
+            value = fn(real, fake, weights_path=settings[key], num_samples=None) if n >= minimum else None
+            out[name] = below_minimum(value, n, minimum)
+    if settings.get("lpips_weights") and fake.ndim == 4:
+        out["lpips"] = lpips_distance(real, fake, weights_path=settings["lpips_weights"])
+    return out
+
+
+def score_controls(data: Mapping[str, Any], settings: Mapping[str, Any], seed: int = 0) -> list[dict[str, Any]]:
+    """Rows for the control sets (:func:`~monai_neurosql.metrics.control_sets`), scored exactly like a model's
+    samples: ``num`` = the cell's matched count; unseen real images from the validation split."""
+    from ..metrics import SampleScorer, control_sets, load_domain_encoder, paired_ssim
+
+    encoder = load_domain_encoder(settings["encoder_path"])
+    num = scored_count(int(settings["num_samples"]), data)
+    sets = control_sets(data["train_images"], data["unseen_images"], num, seed=seed)
+    scorer = SampleScorer(data["reference_images"], encoder=encoder, train=data["train_images"],
+                          audit_samples=int(settings.get("audit_samples", 1024)))
+    out = Path(settings["output"]) / "controls"
+    rows = []
+    for name, images in sets.items():
+        scores = scorer(images, png_path=out / f"{name}_worst_pairs.png")
+        _grid(images, out / f"{name}.png")
+        np.savez_compressed(out / f"{name}.npz", images=images.numpy())
+        rows.append({"dataset": data["name"], "model": f"control:{name}", "protocol": "control",
+                     "ssim_random_pairs": paired_ssim(data["reference_images"][:num], images, num_pairs=50, seed=0),
+                     **scores, **_pretrained_scores(data["reference_images"][:num], images, settings)})
+    return rows
+
+
+def select_vae_beta(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping[str, Any],
+                    beta: float) -> float:
+    """Train the cell's VAE with KL weight ``beta`` for ``settings["epochs"]`` epochs and return the KID (domain
+    features) of ``val_samples`` samples against the validation split: the selection score (lower is better)."""
+    from monai.data import Dataset
+
+    from ..data import train_loader
+    from ..metrics import extract_features, kernel_distance, load_domain_encoder
+
+    torch.manual_seed(int(cell["seed"]))
+    torch.set_num_threads(int(settings["threads"]))
+    logging.getLogger("ignite").setLevel(logging.WARNING)
+    images, labels = data["train_images"], data["train_labels"]
+    items = [{"image": images[i], "index": i, "label": int(labels[i])} for i in range(len(images))]
+    loader = train_loader(Dataset(items), int(settings["batch_size"]), seed=int(cell["seed"]))
+    built = build_model(cell, data, loader, int(settings["epochs"]), torch.device(settings["device"]),
+                        {**settings, "vae_beta": beta})
+    built["trainer"].run()
+    encoder = load_domain_encoder(settings["encoder_path"])
+    num = min(int(settings["val_samples"]), len(data["unseen_images"]))
+    conditional = str(cell["conditional"]) == "True"
+    lab = torch.arange(num) % data["num_classes"] if conditional else None
+    fake = built["sampler"](num, 700, lab).float()
+    return kernel_distance(extract_features(encoder, data["unseen_images"][:num]),
+                           extract_features(encoder, fake))["kid"]
+
+
+def rescore_rows(rows: list[dict[str, Any]], data: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict]:
+    """Score every cell's saved ``samples.npz`` again with the current metrics (no retraining): the rows with
+    their scores replaced; training columns (time, epochs, parameters) are kept."""
+    from ..metrics import SampleScorer, load_domain_encoder
+
+    torch.set_num_threads(int(settings["threads"]))
+    scorer = SampleScorer(data["reference_images"], encoder=load_domain_encoder(settings["encoder_path"]),
+                          train=data["train_images"], audit_samples=int(settings.get("audit_samples", 1024)))
+    out = []
+    for row in rows:
+        samples = Path(row["cell_dir"]) / "samples.npz"
+        if not samples.is_file():
+            raise FileNotFoundError(f"{samples} is missing: the cell {cell_key(row)} cannot be re-scored.")
+        fake = torch.from_numpy(np.load(samples)["images"])
+        out.append({**row, **scorer(fake, png_path=Path(row["cell_dir"]) / "memorization_worst_pairs.png")})
+    return out

@@ -1,0 +1,341 @@
+"""The paper's comparison in one command: NeuroSQL vs VAE, GAN and DDPM on the same backbone, under one protocol,
+scored in a feature space learnt from the data set's own training images, beside controls that show whether each
+metric can tell good from bad.
+
+Usage::
+
+    python -m monai_neurosql.benchmark --dataset fashion-mnist --models neurosql vae gan ddpm \\
+        --latent-sizes 4 16 32 --seeds 0 1 2 --protocol epochs --epochs 20 --output runs/bench_fmnist
+
+``--dataset``: ``fashion-mnist`` (Debian's dataset-fashion-mnist), ``demo`` (the embedded MNI152-based brain slices;
+``--demo-scale 8`` for enough held-out slices), a MedMNIST-layout ``.npz``, or an OASIS folder (Kaggle slices, or
+OASIS-1 volumes with ``--csv-path``). Every output goes under ``--output``, whatever the data set path.
+
+Steps, each resumable (an interrupted sweep redoes nothing finished):
+
+1. ``domain_encoder.pt``: the domain feature encoder, trained once on the real training split only
+   (``--encoder-kind``), shared by every model and control.
+2. ``controls.csv``: the control sets (unseen real images, copies of training images, Gaussian noise, the mean
+   training image, blurred training images) scored like a model.
+3. ``vae_beta_selection.json``: with several ``--vae-betas``, the VAE's KL weight chosen by validation KID.
+4. ``results.csv``: one row per cell (dataset x model x backbone x latent size x seed x variant x protocol), each
+   trained in its own process; its checkpoint and scored samples under ``cells/<cell>/``.
+5. ``results.md``: mean ± std over seeds with the controls, the settings, and every metric that ranks a negative
+   control at or better than a trained model; ``comparison_*.png`` sample pictures.
+
+``--rescore`` scores the controls and every finished cell's saved samples again with the current metrics (no
+retraining), e.g. after a metric changed.
+
+Protocols (``--protocol``): ``epochs`` (the paper's: ``--epochs`` for every model), ``wallclock``
+(``--wallclock-seconds`` of training each, or ``auto``: NeuroSQL's mean training time in this output's
+``epochs`` rows), ``early_stop`` (each model's best validation KID, evaluated every ``--eval-every`` epochs,
+``--patience`` evaluations, at most ``--max-epochs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import multiprocessing as mp
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .cells import BACKBONES, MODELS, PROTOCOLS, VARIANTS, cell_key
+
+__all__ = ["FIELDS", "main"]
+
+FIELDS = [
+    "dataset", "model", "backbone", "latent_size", "seed", "variant", "conditional", "protocol", "epochs_run",
+    "best_epoch", "n_train", "params", "train_seconds", "sec_per_epoch", "peak_rss_mb", "num_scored", "domain_fid",
+    "kid", "kid_se", "precision", "recall", "density", "coverage", "proxy_fid", "ms_ssim", "ssim_random_pairs",
+    "near_copy_share", "share_pixel", "share_lowpass_fine", "share_lowpass_coarse", "share_domain", "fid", "fd_imagenet_inception",
+    "fd_radimagenet", "fd_medicalnet", "lpips", "assign_seconds", "assign_cost_seconds", "assign_solve_seconds",
+    "assign_decode_seconds", "assignments", "clf_accuracy", "clf_macro_precision", "clf_macro_recall",
+    "real_only_accuracy", "real_plus_synthetic_accuracy", "vae_beta", "cell_dir",
+]
+
+
+def _load(data_args: tuple):
+    from .data import load_benchmark_data
+
+    return load_benchmark_data(*data_args[:4], csv_path=data_args[4], demo_scale=data_args[5])
+
+
+def _child(target: Callable, data_args: tuple, args: tuple, queue) -> None:
+    try:
+        queue.put(("ok", target(_load(data_args), *args)))
+    except Exception as err:  # noqa: BLE001 - reported by the parent with what failed
+        import traceback
+
+        queue.put(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+
+
+def _in_child(target: Callable, data_args: tuple, *args, what: str) -> Any:
+    """``target(data, *args)`` in a fresh spawned process (peak memory and threads per cell)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(target, data_args, args, queue))
+    proc.start()
+    status, payload = queue.get()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"{what} failed:\n{payload}")
+    return payload
+
+
+def _train_encoder(data: dict, settings: dict) -> dict:
+    from ..metrics import save_domain_encoder, train_domain_encoder
+
+    torch.set_num_threads(int(settings["threads"]))
+    encoder = train_domain_encoder(data["train_images"], data["train_labels"], kind=settings["encoder_kind"],
+                                   epochs=int(settings["encoder_epochs"]), seed=0)
+    save_domain_encoder(encoder, settings["encoder_path"])
+    return dict(encoder.info)
+
+
+def _controls(data: dict, settings: dict) -> list[dict]:
+    from .cells import score_controls
+
+    torch.set_num_threads(int(settings["threads"]))
+    return score_controls(data, settings)
+
+
+def _cell(data: dict, cell: dict, settings: dict) -> dict:
+    from .cells import run_cell
+
+    return run_cell(cell, data, settings)
+
+
+def _rescore(data: dict, rows: list[dict], settings: dict) -> list[dict]:
+    from .cells import rescore_rows
+
+    return rescore_rows(rows, data, settings)
+
+
+def _vae_selection(data: dict, cell: dict, settings: dict, beta: float) -> float:
+    from .cells import select_vae_beta
+
+    return select_vae_beta(cell, data, settings, beta)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_csv(path: Path, rows: Sequence[dict], append: bool = False) -> None:
+    new = not (append and path.is_file())
+    with open(path, "w" if new else "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def _weights(settings: dict) -> None:
+    """Weights files found in the torch hub cache fill the options left empty."""
+    from ..metrics import (
+        FID_INCEPTION_WEIGHTS,
+        IMAGENET_INCEPTION_WEIGHTS,
+        MEDICALNET_WEIGHTS,
+        RADIMAGENET_WEIGHTS,
+        VGG16_WEIGHTS,
+    )
+    from ..metrics.features import hub_checkpoint_path
+
+    for key, filename, subdir in (("fid_weights", FID_INCEPTION_WEIGHTS, "checkpoints"),
+                                  ("imagenet_inception_weights", IMAGENET_INCEPTION_WEIGHTS, "checkpoints"),
+                                  ("radimagenet_weights", RADIMAGENET_WEIGHTS, "checkpoints"),
+                                  ("medicalnet_weights", MEDICALNET_WEIGHTS, "medicalnet"),
+                                  ("lpips_weights", VGG16_WEIGHTS, "checkpoints")):
+        if settings.get(key):
+            if not Path(settings[key]).expanduser().is_file():
+                raise FileNotFoundError(f"--{key.replace('_', '-')} {settings[key]!r} does not exist.")
+        elif hub_checkpoint_path(filename, subdir).is_file():
+            settings[key] = str(hub_checkpoint_path(filename, subdir))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m monai_neurosql.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--dataset", default="fashion-mnist")
+    add("--csv-path", default=None, help="OASIS cross-sectional CSV, for OASIS-1 volume folders")
+    add("--demo-scale", type=int, default=1, help="demo subjects per class x this (8: 2560 slices)")
+    add("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    add("--backbones", nargs="+", default=["conv"], choices=BACKBONES)
+    add("--latent-sizes", nargs="+", type=int, default=[16])
+    add("--seeds", nargs="+", type=int, default=[0])
+    add("--variants", nargs="+", default=["default"],
+        help="variants where a model has them: neurosql l2 greedy minibatch; gan hinge (others run 'default')")
+    add("--protocol", default="epochs", choices=PROTOCOLS)
+    add("--epochs", type=int, default=20, help="epochs of the 'epochs' protocol (and of the VAE beta selection)")
+    add("--wallclock-seconds", default=None, help="training seconds per cell ('wallclock'), or 'auto'")
+    add("--max-epochs", type=int, default=120, help="epoch cap of 'wallclock' and 'early_stop'")
+    add("--eval-every", type=int, default=2, help="'early_stop': epochs between validation KIDs")
+    add("--patience", type=int, default=5, help="'early_stop': evaluations without improvement before stopping")
+    add("--val-samples", type=int, default=512, help="samples per validation KID (early stopping, VAE beta)")
+    add("--batch-size", type=int, default=64)
+    add("--max-train", type=int, default=2000)
+    add("--image-size", type=int, default=None, help="resize (default: native; 64 for OASIS and the demo)")
+    add("--num-samples", type=int, default=2048, help="generated = real test images per metric (matched)")
+    add("--audit-samples", type=int, default=1024, help="images per set in the memorization audit")
+    add("--conditional", action="store_true", help="class-conditional models")
+    add("--classifier", action="store_true", help="Table 2's synthetic-only classifier (implies --conditional)")
+    add("--num-synthetic", type=int, default=10000)
+    add("--classifier-epochs", type=int, default=10)
+    add("--vae-betas", nargs="+", type=float, default=[0.0001, 0.001, 0.005, 0.02, 0.1],
+        help="KL weights tried on the validation split (one value: no selection)")
+    add("--ddpm-timesteps", type=int, default=1000)
+    add("--ddpm-sampling-steps", type=int, default=100)
+    add("--encoder-kind", default="auto", help="domain encoder: auto, classifier, autoencoder, contrastive")
+    add("--encoder-epochs", type=int, default=15)
+    add("--domain-encoder", default=None, help="an existing domain_encoder.pt to reuse instead of training one")
+    add("--fid-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (else the torch hub cache)")
+    add("--imagenet-inception-weights", default=None, help="torchvision inception_v3_google-0cc3c7bd.pth")
+    add("--radimagenet-weights", default=None, help="RadImageNet-ResNet50_notop.pth")
+    add("--medicalnet-weights", default=None, help="MedicalNet resnet_10_23dataset.pth")
+    add("--lpips-weights", default=None, help="torchvision vgg16-397923af.pth")
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add("--threads", type=int, default=torch.get_num_threads())
+    add("--rescore", action="store_true",
+        help="score the controls and every finished cell's saved samples again with the current metrics, then report")
+    add("--output", default="runs/benchmark")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    log = logging.getLogger("monai_neurosql.benchmark")
+    unknown = set(args.variants) - {v for vs in VARIANTS.values() for v in vs}
+    if unknown:
+        raise ValueError(f"unknown --variants {sorted(unknown)}; known: {VARIANTS}.")
+    if args.protocol == "wallclock" and not args.wallclock_seconds:
+        raise ValueError("--protocol wallclock needs --wallclock-seconds (seconds, or 'auto' for NeuroSQL's mean "
+                         "training time in this output's 'epochs' rows).")
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    conditional = args.conditional or args.classifier
+    encoder_path = Path(args.domain_encoder) if args.domain_encoder else output / "domain_encoder.pt"
+    settings: dict[str, Any] = {
+        "epochs": args.epochs, "max_epochs": args.max_epochs, "eval_every": args.eval_every, "patience": args.patience,
+        "val_samples": args.val_samples, "batch_size": args.batch_size, "num_samples": args.num_samples,
+        "audit_samples": args.audit_samples, "device": args.device, "threads": args.threads, "output": str(output),
+        "classifier": args.classifier, "num_synthetic": args.num_synthetic,
+        "classifier_epochs": args.classifier_epochs, "ddpm_timesteps": args.ddpm_timesteps,
+        "ddpm_sampling_steps": args.ddpm_sampling_steps, "encoder_kind": args.encoder_kind,
+        "encoder_epochs": args.encoder_epochs, "encoder_path": str(encoder_path),
+        "fid_weights": args.fid_weights, "imagenet_inception_weights": args.imagenet_inception_weights,
+        "radimagenet_weights": args.radimagenet_weights, "medicalnet_weights": args.medicalnet_weights,
+        "lpips_weights": args.lpips_weights,
+    }
+    _weights(settings)
+    data_args = (args.dataset, args.image_size, args.max_train, output, args.csv_path, args.demo_scale)
+    data = _load(data_args)  # fails early on a missing data set; children reload it (cached files)
+    name = data["name"]
+    if not encoder_path.is_file():
+        info = _in_child(_train_encoder, data_args, settings, what="training the domain encoder")
+        log.info(f"domain encoder: {info}")
+    controls_csv = output / "controls.csv"
+    if args.rescore:
+        controls_csv.unlink(missing_ok=True)
+        if (output / "results.csv").is_file():
+            rescored = _in_child(_rescore, data_args, _read_csv(output / "results.csv"), settings,
+                                 what="re-scoring the cells")
+            _write_csv(output / "results.csv", rescored)
+    if not controls_csv.is_file():
+        _write_csv(controls_csv, _in_child(_controls, data_args, settings, what="scoring the controls"))
+    controls = _read_csv(controls_csv)
+
+    cells = []
+    for backbone in args.backbones:
+        for latent in args.latent_sizes:
+            for model in args.models:
+                if model == "ddpm" and latent != args.latent_sizes[0]:
+                    continue  # a diffusion model has no latent size: one set of runs per backbone
+                for variant in [v for v in args.variants if v in VARIANTS[model]] or ["default"]:
+                    for seed in args.seeds:
+                        cells.append({"dataset": name, "model": model, "backbone": backbone, "latent_size": latent,
+                                      "seed": seed, "variant": variant, "conditional": conditional,
+                                      "protocol": args.protocol})
+    cells = list({cell_key(c): c for c in cells}.values())  # a model or seed named twice runs once
+    csv_path = output / "results.csv"
+    rows = _read_csv(csv_path)
+    done = {cell_key(r) for r in rows}
+    todo = [c for c in cells if cell_key(c) not in done]
+    log.info(f"{len(cells)} cells, {len(cells) - len(todo)} already in {csv_path}, {len(todo)} to run")
+
+    selection_path = output / "vae_beta_selection.json"
+    selection = json.loads(selection_path.read_text()) if selection_path.is_file() else {}
+    if args.protocol == "wallclock" and args.wallclock_seconds == "auto":
+        times = [float(r["train_seconds"]) for r in rows if r["model"] == "neurosql" and r["protocol"] == "epochs"
+                 and r["variant"] == "default"]
+        if not times:
+            raise ValueError("--wallclock-seconds auto needs NeuroSQL 'epochs' rows in this output; run the "
+                             "'epochs' protocol first or give seconds.")
+        args.wallclock_seconds = sum(times) / len(times)
+    settings["wallclock_seconds"] = float(args.wallclock_seconds or 0)
+    for cell in todo:
+        cell_settings = dict(settings)
+        if cell["model"] == "vae":
+            group = f"{cell['backbone']}|{cell['latent_size']}|{conditional}|{args.epochs}"
+            if len(args.vae_betas) > 1:
+                if group not in selection:
+                    kids = {str(b): _in_child(_vae_selection, data_args, {**cell, "seed": 0}, settings, b,
+                                              what=f"VAE beta {b}") for b in args.vae_betas}
+                    selection[group] = {"kid_by_beta": kids, "chosen": float(min(kids, key=kids.get)),
+                                        "criterion": f"validation KID, {args.val_samples} samples, seed 0, "
+                                                     f"{args.epochs} epochs"}
+                    selection_path.write_text(json.dumps(selection, indent=1))
+                cell_settings["vae_beta"] = selection[group]["chosen"]
+            else:
+                cell_settings["vae_beta"] = args.vae_betas[0]
+        log.info(f"cell {cell_key(cell)}")
+        row = _in_child(_cell, data_args, cell, cell_settings, what=f"benchmark cell {cell_key(cell)}")
+        row["vae_beta"] = cell_settings.get("vae_beta", "")
+        rows.append(row)
+        _write_csv(csv_path, [row], append=True)
+    _report(rows, controls, data, settings, args, output)
+    return rows
+
+
+def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, args: argparse.Namespace,
+            output: Path) -> None:
+    from ..metrics import MIN_SAMPLES, load_domain_encoder
+    from .cells import LEARNING_RATES, scored_count
+    from .tables import comparison_grids, control_report, summarize
+
+    info = load_domain_encoder(settings["encoder_path"]).info
+    num = scored_count(args.num_samples, data)
+    flags = control_report(rows, controls)
+    text = [
+        (f"Data: {data['name']}: {len(data['train_images'])} training images, {len(data['unseen_images'])} validation "
+        f"(unseen real control, selection), {len(data['reference_images'])} test (reference); {num} generated vs "
+        f"{num} test images per metric."),
+        (f"Protocol: {args.protocol}; epochs {args.epochs} (epochs), cap {args.max_epochs} (wallclock/early_stop), "
+        f"wall-clock {settings.get('wallclock_seconds') or '-'} s, early stop every {args.eval_every} epochs with "
+        f"patience {args.patience} on validation KID ({args.val_samples} samples)."),
+        (f"Optimizers: learning rates {LEARNING_RATES}; NeuroSQL and VAE AdamW + cosine + clipping 1.0; GAN DCGAN "
+        "(Adam betas (0.5, 0.999), N(0, 0.02) init, no clipping; 'hinge' = hinge loss + spectral norm); DDPM Adam, "
+        f"T = {args.ddpm_timesteps}, {args.ddpm_sampling_steps} sampling steps."),
+        (f"Domain features: {info.get('kind')} encoder, {info.get('epochs')} epochs on {info.get('num_images')} real "
+        f"training images ({settings['encoder_path']}). Minimum counts: {MIN_SAMPLES} (domain-FID: 4 x feature size)."),
+        "",
+        summarize(rows, controls),
+        "",
+        "Control check: " + ("every metric ranks every negative control worse than every trained model and the "
+                             "unseen-real floor." if not flags else f"{len(flags)} order violations:"),
+        *[f"- {line}" for line in flags],
+    ]
+    (output / "results.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+    if rows:
+        comparison_grids(rows, data["reference_images"], output)

@@ -1,0 +1,135 @@
+"""The benchmark's data: training, validation (unseen) and test (reference) images as tensors, for any data set."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["DEMO_SUBJECTS", "dataset_name", "load_benchmark_data"]
+
+#: Subjects per class of the embedded demo at ``demo_scale=1`` (Non Demented, Very mild, Mild, Moderate).
+DEMO_SUBJECTS = (16, 10, 8, 6)
+
+
+def dataset_name(dataset: str) -> str:
+    """A short, file-name-safe name for a ``--dataset`` value (``fashion-mnist``, ``demo``, or a path's stem).
+
+    Every output path is built from this name under ``--output``, never from the dataset path itself.
+    """
+    name = dataset if dataset in ("fashion-mnist", "demo") else Path(str(dataset).rstrip("/")).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "dataset"
+
+
+def _tensors(records: Sequence[dict], transform) -> tuple[torch.Tensor, torch.Tensor]:
+    from monai.data import Dataset
+
+    ds = Dataset(list(records), transform)
+    items = [ds[i] for i in range(len(ds))]
+    if not items:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    images = torch.stack([torch.as_tensor(np.asarray(it["image"])) for it in items]).float()
+    return images, torch.tensor([int(it["label"]) for it in items])
+
+
+def load_benchmark_data(
+    dataset: str,
+    image_size: int | None,
+    max_train: int,
+    work_dir: str | Path,
+    max_reference: int = 4096,
+    csv_path: str | None = None,
+    demo_scale: int = 1,
+    spatial_dims: int = 2,
+) -> dict[str, Any]:
+    """Training images/labels (the first ``max_train``), the validation split (``unseen``: real images no model
+    trains on, for the floor control, model selection and early stopping) and the test split (``reference``: what
+    every image set is scored against), as ``N x C x [SPATIAL]`` float tensors in ``[0, 1]``.
+
+    Args:
+        dataset: ``"fashion-mnist"`` (Debian's dataset-fashion-mnist, repacked to the MedMNIST layout; its
+            validation split is the last 5000 training images), ``"demo"`` (the embedded MNI152-based brain
+            slices), a MedMNIST-layout ``.npz``, or an OASIS folder (the Kaggle slice release, or OASIS-1
+            volumes with ``csv_path``).
+        image_size: resize (default: native for ``.npz``, 64 for OASIS and the demo).
+        max_train: cap on training images.
+        work_dir: where repacked files, the demo and OASIS slice caches are written (under ``--output``).
+        max_reference: cap on test and validation images.
+        csv_path: the OASIS cross-sectional CSV (volume folders).
+        demo_scale: the demo's subjects per class are ``demo_scale * DEMO_SUBJECTS`` (1: 40 subjects, 320
+            slices; 8: 320 subjects, 2560 slices, enough held-out slices for every metric's minimum).
+        spatial_dims: 2, or 3 for OASIS-1 volumes and 3D MedMNIST.
+
+    Raises:
+        ValueError: ``demo_scale < 1``; FileNotFoundError: a missing file or folder (named).
+
+    Returns:
+        ``{"name", "train_images", "train_labels", "unseen_images", "unseen_labels", "reference_images",
+        "reference_labels", "num_classes"}``.
+    """
+    from ..data import (
+        array_transforms,
+        build_oasis_demo,
+        fashion_mnist_to_npz,
+        medmnist_records,
+        prepare_oasis_split,
+        slice_transforms,
+        volume_transforms,
+    )
+
+    work_dir = Path(work_dir)
+    if demo_scale < 1:
+        raise ValueError(f"demo_scale must be a positive integer, got {demo_scale}.")
+    if dataset == "fashion-mnist" or str(dataset).endswith(".npz"):
+        if dataset != "fashion-mnist" and not Path(dataset).is_file():
+            raise FileNotFoundError(f"--dataset {dataset!r} does not exist; pass a MedMNIST-layout .npz file.")
+        path = fashion_mnist_to_npz(work_dir / "fashionmnist_medmnist.npz") if dataset == "fashion-mnist" else dataset
+        split = medmnist_records(path)
+        spatial_dims = split["training"][0]["image"].ndim - 1
+        transform = array_transforms(image_size, spatial_dims=spatial_dims)
+    else:
+        root = None
+        if dataset == "demo":
+            counts = tuple(demo_scale * c for c in DEMO_SUBJECTS)
+            root = build_oasis_demo(work_dir / f"demo_data_x{demo_scale}", subjects_per_class=counts)
+        elif not Path(dataset).is_dir():
+            raise FileNotFoundError(f"--dataset {dataset!r} is neither 'fashion-mnist', 'demo', an .npz file nor a "
+                                    "folder; pass an OASIS folder (Kaggle slices, or OASIS-1 volumes with --csv-path).")
+        split = prepare_oasis_split(root or dataset, work_dir / f"data_{dataset_name(dataset)}", csv_path=csv_path,
+                                    seed=0, spatial_dims=spatial_dims)
+        transform = (slice_transforms(image_size or 64) if spatial_dims == 2
+                     else volume_transforms(image_size or 64))
+    train_images, train_labels = _tensors(split["training"][:max_train], transform)
+    unseen_images, unseen_labels = _tensors(split["validation"][:max_reference], transform)
+    reference_images, reference_labels = _tensors(split["test"][:max_reference], transform)
+    labels = [t for t in (train_labels, unseen_labels, reference_labels) if len(t)]
+    return {
+        "name": dataset_name(dataset),
+        "train_images": train_images, "train_labels": train_labels,
+        "unseen_images": unseen_images, "unseen_labels": unseen_labels,
+        "reference_images": reference_images, "reference_labels": reference_labels,
+        "num_classes": int(max(int(t.max()) for t in labels)) + 1,
+    }
+
+
+def export_medmnist_npz(data: dict[str, Any], path: str | Path) -> Path:
+    """Write loaded benchmark data in the MedMNIST ``.npz`` key layout (``train_images``/``train_labels``,
+    ``val_*``, ``test_*``; uint8 images, channel last for RGB), e.g. the demo brain slices as a MedMNIST-layout
+    set for the benchmark's ``.npz`` path."""
+    def images(x: torch.Tensor) -> np.ndarray:
+        arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        return np.moveaxis(arr, 1, -1) if arr.shape[1] == 3 else arr[:, 0]
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, train_images=images(data["train_images"]),
+                        train_labels=data["train_labels"].numpy()[:, None],
+                        val_images=images(data["unseen_images"]), val_labels=data["unseen_labels"].numpy()[:, None],
+                        test_images=images(data["reference_images"]),
+                        test_labels=data["reference_labels"].numpy()[:, None])
+    return path
+

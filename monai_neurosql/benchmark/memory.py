@@ -1,0 +1,25 @@
+"""Peak memory of the current process (used by the benchmark cells and the scripts under benchmarks/)."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+__all__ = ["peak_rss_mib"]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB.
+
+    Reads ``VmHWM`` from ``/proc/self/status``. ``getrusage(RUSAGE_SELF).ru_maxrss`` is not usable in a spawned
+    child: Linux carries it over ``fork`` and ``execve``, so a child started by a 2 GB parent reports at least
+    2 GB. ``VmHWM`` belongs to the process's current address space and starts afresh at ``execve``.
+    Falls back to ``ru_maxrss`` (KiB on Linux) where ``/proc`` is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

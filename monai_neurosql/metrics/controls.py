@@ -1,0 +1,118 @@
+"""Control image sets that every report scores beside the models, and the check that metrics order them right.
+
+A metric is only trusted when it ranks the controls the way anyone would: real images the models never saw
+(the floor) at least as well as any model, and the negative controls (Gaussian noise, the mean training image,
+heavily blurred real images) worse than a trained model. Copies of training images are the negative control of
+the memorization audit: every distribution metric scores them like real images, so only the audit can catch
+them. :func:`control_sets` builds the sets; :func:`control_flags` lists every metric that breaks the order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from monai.networks.layers import GaussianFilter
+
+__all__ = ["CONTROLS", "NEGATIVE_CONTROLS", "blur", "control_flags", "control_sets"]
+
+#: Control names: ``real_unseen`` real images the models never saw (the floor; the validation split),
+#: ``real_train`` training images (the copy control), ``noise``, ``mean_image``, ``blurred``.
+CONTROLS = ("real_unseen", "real_train", "noise", "mean_image", "blurred")
+
+#: Which controls a metric of each family must rank worse than every trained model.
+NEGATIVE_CONTROLS: dict[str, tuple[str, ...]] = {
+    "distribution": ("noise", "mean_image", "blurred"),
+    "memorization": ("real_train", "blurred"),
+}
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``N x C x [SPATIAL]`` images with standard deviation ``sigma`` pixels (MONAI's
+    ``GaussianFilter``, zero padding at the border), clamped to ``[0, 1]``."""
+    if sigma <= 0:
+        return images.clone()
+    return GaussianFilter(images.ndim - 2, float(sigma))(images.float()).clamp(0.0, 1.0)
+
+
+def control_sets(train: torch.Tensor, unseen: torch.Tensor, num: int, seed: int = 0,
+                 blur_sigma: float | None = None) -> dict[str, torch.Tensor]:
+    """The control sets, ``num`` images each (the real ones fewer when their split holds fewer), drawn with ``seed``.
+
+    - ``real_unseen``: ``num`` images of ``unseen`` (real images no model trained on, e.g. the validation split;
+      the test split stays the reference every set is scored against).
+    - ``real_train``: ``num`` training images: a perfect memorizer's output.
+    - ``noise``: Gaussian noise with the training images' mean and standard deviation per pixel, clamped to
+      ``[0, 1]``.
+    - ``mean_image``: the mean training image, ``num`` times.
+    - ``blurred``: the ``real_train`` images blurred with ``blur_sigma`` (default: 1/8 of the smallest spatial
+      size, e.g. 3.5 px at 28 x 28 and 8 px at 64 x 64).
+
+    Raises:
+        ValueError: ``num < 2`` or an empty split.
+    """
+    if num < 2 or len(train) < 2 or len(unseen) < 2:
+        raise ValueError(f"controls need num >= 2 and two images per split, got num={num}, {len(train)} training and "
+                         f"{len(unseen)} unseen images.")
+    g = torch.Generator().manual_seed(seed)
+    pick_train = torch.randperm(len(train), generator=g)[: min(num, len(train))]
+    pick_unseen = torch.randperm(len(unseen), generator=g)[: min(num, len(unseen))]
+    real_train = train[pick_train].float()
+    mean, std = train.float().mean(0), train.float().std(0)
+    noise = (mean + std * torch.randn((num, *train.shape[1:]), generator=g)).clamp(0.0, 1.0)
+    sigma = blur_sigma if blur_sigma is not None else min(train.shape[2:]) / 8.0
+    return {
+        "real_unseen": unseen[pick_unseen].float(),
+        "real_train": real_train,
+        "noise": noise,
+        "mean_image": mean.expand(num, *mean.shape).clone(),
+        "blurred": blur(real_train, sigma),
+    }
+
+
+def _better(a: float, b: float, higher_is_better: bool) -> bool:
+    """``a`` at or better than ``b``."""
+    return a >= b if higher_is_better else a <= b
+
+
+def control_flags(
+    results: Mapping[str, Mapping[str, float | str]],
+    metrics: Mapping[str, tuple[str, bool]],
+    models: Sequence[str],
+) -> list[str]:
+    """Every way a metric breaks the control order, as readable lines (empty: all metrics passed).
+
+    Args:
+        results: ``{set name: {metric: value}}`` for the controls (names from :data:`CONTROLS`) and the models;
+            non-numeric values (a metric below its minimum count) are skipped.
+        metrics: ``{metric: (family, higher_is_better)}``, family ``"distribution"`` or ``"memorization"``.
+        models: the trained models' set names in ``results``.
+
+    Returns:
+        Lines such as ``"kid: noise (0.012) ranks at or better than gan (0.015)"`` and
+        ``"kid: noise (0.012) ranks at or better than the floor real_unseen (0.013)"``.
+    """
+    def number(name: str, metric: str) -> float | None:
+        value = results.get(name, {}).get(metric)
+        try:
+            value = float(value)  # values read back from a CSV are text; "n<min (...)" is not a number
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(value) else value
+
+    lines = []
+    for metric, (family, higher) in metrics.items():
+        floor = number("real_unseen", metric)
+        for control in NEGATIVE_CONTROLS[family]:
+            value = number(control, metric)
+            if value is None:
+                continue
+            if floor is not None and _better(value, floor, higher):
+                lines.append(f"{metric}: {control} ({value:.4g}) ranks at or better than the floor real_unseen "
+                             f"({floor:.4g})")
+            for model in models:
+                score = number(model, metric)
+                if score is not None and _better(value, score, higher):
+                    lines.append(f"{metric}: {control} ({value:.4g}) ranks at or better than {model} ({score:.4g})")
+    return lines

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from monai_neurosql.metrics import (
+    MIN_SAMPLES,
+    SampleScorer,
+    below_minimum,
+    control_flags,
+    control_sets,
+    density_coverage,
+    kernel_distance,
+    load_domain_encoder,
+    minimum_samples,
+    save_domain_encoder,
+    train_domain_encoder,
+)
+from tests.helpers import shapes
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Discs and squares, 16 x 16: 200 training, 120 unseen, 120 reference and 400 more held-out images."""
+    x, y = shapes(840, size=16, seed=0)
+    return {"train": x[:200], "train_labels": y[:200], "unseen": x[200:320], "reference": x[320:440],
+            "heldout": x[440:]}
+
+
+@pytest.fixture(scope="module")
+def encoder(images):
+    return train_domain_encoder(images["train"], images["train_labels"], kind="classifier", feature_size=16,
+                                channels=(8, 16), epochs=4, batch_size=32, seed=0)
+
+
+def test_kid_is_zero_for_one_distribution_and_large_for_another():
+    g = torch.Generator().manual_seed(0)
+    real, other = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g)
+    shifted = torch.randn(300, 8, generator=g) + 1.0
+    same, self_kid, far = kernel_distance(real, other), kernel_distance(real, real), kernel_distance(real, shifted)
+    assert abs(self_kid["kid"]) < 0.01 * far["kid"] and abs(same["kid"]) < 3 * same["kid_se"]
+    assert far["kid"] > 10 * far["kid_se"] > 0
+    with pytest.raises(ValueError, match="at least 3"):
+        kernel_distance(real[:2], other)
+
+
+def test_kid_standard_error_matches_the_spread_over_draws():
+    """The jackknife SE of one draw predicts how much KID varies between independent draws (within 2x)."""
+    g = torch.Generator().manual_seed(1)
+    values, errors = [], []
+    for _ in range(40):
+        result = kernel_distance(torch.randn(60, 4, generator=g), torch.randn(60, 4, generator=g) + 0.3)
+        values.append(result["kid"])
+        errors.append(result["kid_se"])
+    spread, mean_se = torch.tensor(values).std().item(), sum(errors) / len(errors)
+    assert 0.5 < mean_se / spread < 2.0
+
+
+def test_density_coverage_sees_missing_modes():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 4, generator=g)
+    matched = density_coverage(real, torch.randn(400, 4, generator=g))
+    collapsed = density_coverage(real, torch.randn(400, 4, generator=g) * 0.05)
+    assert matched["coverage"] > 0.85 and 0.7 < matched["density"] < 1.3
+    assert collapsed["coverage"] < 0.2
+
+
+def test_domain_encoder_kinds_train_save_and_load(images, encoder, tmp_path):
+    assert encoder.info["kind"] == "classifier" and encoder.feature_size == 16
+    features = encoder(images["train"])
+    torch.testing.assert_close(features.mean(0), torch.zeros(16), atol=1e-4, rtol=0)  # standardized on training
+    path = save_domain_encoder(encoder, tmp_path / "enc.pt")
+    torch.testing.assert_close(load_domain_encoder(path)(images["reference"][:8]), encoder(images["reference"][:8]))
+    for kind in ("autoencoder", "contrastive"):
+        other = train_domain_encoder(images["train"][:64], kind=kind, feature_size=8, channels=(8,), epochs=1,
+                                     batch_size=32)
+        assert other.info["kind"] == kind and other(images["train"][:4]).shape == (4, 8)
+    assert train_domain_encoder(images["train"][:64], images["train_labels"][:64], kind="auto", feature_size=8,
+                                channels=(8,), epochs=1).info["kind"] == "contrastive"  # the measured best
+    with pytest.raises(ValueError, match="needs labels"):
+        train_domain_encoder(images["train"][:8], kind="classifier")
+    with pytest.raises(FileNotFoundError, match="no domain encoder"):
+        load_domain_encoder(tmp_path / "missing.pt")
+
+
+def test_controls_are_ordered_by_the_domain_metrics(images, encoder):
+    """Unseen real images score better than Gaussian noise, the mean image and blurred images in domain-FID and
+    KID, and copies of training images are what the memorization audit flags."""
+    sets = control_sets(images["train"], images["unseen"], 120, seed=0, blur_sigma=2.0)
+    assert set(sets) == {"real_unseen", "real_train", "noise", "mean_image", "blurred"}
+    assert all(len(v) == 120 for v in sets.values())
+    scorer = SampleScorer(images["reference"], encoder=encoder, train=images["train"],
+                          audit_heldout=images["heldout"], proxy=False)
+    scores = {name: scorer(x) for name, x in sets.items()}
+    floor = scores["real_unseen"]
+    for control in ("noise", "mean_image", "blurred"):
+        assert scores[control]["kid"] > floor["kid"] + 3 * scores[control]["kid_se"], control
+        assert scores[control]["coverage"] < floor["coverage"], control
+    assert floor["near_copy_share"] <= 0.2 and scores["real_train"]["near_copy_share"] > 0.9
+    assert scores["blurred"]["near_copy_share"] > 0.5  # blurred copies of training images
+    # KID of the reference set with itself is ~0
+    assert abs(scorer(images["reference"])["kid"]) < 0.05 * scores["noise"]["kid"]
+
+
+def test_metrics_below_their_minimum_count_say_so(images, encoder):
+    scorer = SampleScorer(images["reference"][:40], encoder=encoder, train=images["train"])
+    scores = scorer(images["unseen"][:40])
+    assert scores["num_scored"] == 40
+    assert scores["domain_fid"] == f"n<min (40<{4 * 16})" and scores["kid"] == "n<min (40<50)"
+    assert scores["precision"] == "n<min (40<100)" and scores["coverage"] == "n<min (40<100)"
+    assert scores["proxy_fid"] == "n<min (40<512)" and scores["near_copy_share"] == "n<min (40<400)"
+    assert below_minimum(0.5, 50, 50) == 0.5 and math.isnan(below_minimum(None, 60, 50))
+    assert minimum_samples("domain_fid", 64) == 256 and minimum_samples("fid") == MIN_SAMPLES["fid"] == 2048
+    with pytest.raises(ValueError, match="feature_size"):
+        minimum_samples("domain_fid")
+
+
+def test_control_flags_name_every_order_violation():
+    metrics = {"kid": ("distribution", False), "recall": ("distribution", True),
+               "near_copy_share": ("memorization", False)}
+    good = {"real_unseen": {"kid": 0.0, "recall": 0.9, "near_copy_share": 0.05},
+            "real_train": {"kid": 0.0, "recall": 0.9, "near_copy_share": 1.0},
+            "noise": {"kid": 2.0, "recall": 0.0, "near_copy_share": 0.0},
+            "mean_image": {"kid": 3.0, "recall": "0.0", "near_copy_share": 0.0},
+            "blurred": {"kid": 1.0, "recall": 0.1, "near_copy_share": 0.8},
+            "gan": {"kid": 0.5, "recall": 0.5, "near_copy_share": 0.1}}
+    assert control_flags(good, metrics, ["gan"]) == []
+    bad = {**good, "noise": {"kid": 0.4, "recall": "n<min (40<100)", "near_copy_share": 0.0}}
+    lines = control_flags(bad, metrics, ["gan"])
+    assert lines == ["kid: noise (0.4) ranks at or better than gan (0.5)"]
+    blind = {**good, "gan": {**good["gan"], "near_copy_share": 0.9}}
+    assert control_flags(blind, metrics, ["gan"]) == [
+        "near_copy_share: blurred (0.8) ranks at or better than gan (0.9)"]
