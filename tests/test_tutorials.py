@@ -79,6 +79,7 @@ def _outputs(nb: nbformat.NotebookNode, kind: str) -> list:
 def _check_01(work: Path, text: str) -> None:
     assert len(list((work / "synthetic").glob("synthetic_*.nii.gz"))) == 16
     assert (work / "synthetic" / "synthetic_grid.png").is_file()
+    assert "C[3, 5] == loss(X_3, G(Q_5)): True" in text  # the cost matrix is the training loss, pair by pair
     assert "mean assigned cost, exact" in text
 
 
@@ -91,7 +92,7 @@ def _check_02(work: Path, text: str) -> None:
     subjects = [{r["subject"] for r in split[name]} for name in ("training", "validation", "test")]
     assert all(subjects) and not (subjects[0] & subjects[1] or subjects[0] & subjects[2] or subjects[1] & subjects[2])
     # interrupted, resumed to the last epoch, then re-run as a no-op
-    assert "resumed after epoch" in text and "nothing to do" in text
+    assert "resumed after epoch" in text and "nothing to do" in text and "exit code 0 ; files unchanged: True" in text
     state = torch.load(oasis / "models" / "model.pt", weights_only=True)["trainer"]
     assert state["iteration"] == state["max_epochs"] * state["epoch_length"]
     files = sorted((oasis / "outputs").glob("synthetic_*.nii.gz"))
@@ -106,6 +107,22 @@ def _check_02(work: Path, text: str) -> None:
     assert "synthetic in this batch" in text  # the MixedDataset section drew a mixed batch
 
 
+def _check_03(work: Path, text: str) -> None:
+    import re
+
+    assert "synthetic in this batch" in text  # the MixedDataset served real and synthetic items in one batch
+    conditions = re.findall(r"^(real[a-z +]*?) +\((\s*\d+) items\): test accuracy ([\d.]+)", text, re.MULTILINE)
+    names = ["real", "real + classical", "real + synthetic", "real + synthetic + classical"]
+    assert [c[0] for c in conditions] == names
+    assert int(conditions[2][1]) > int(conditions[0][1])  # the mix holds more items than the real set
+    # the audit's controls: exact copies are always flagged; blurred copies are caught too, far above the floor
+    rows = re.findall(r"^(\S[^|]*?) *\| +([\d.]+)% \|", text, re.MULTILINE)  # set | near-copy share | ...
+    shares = {name: float(share) for name, share in rows}
+    assert float(shares["control: copies of training images"]) == 100.0
+    assert shares["control: blurred copies (sigma 1.5)"] > shares["control: unseen real images"] + 50
+    assert len(list(work.glob("audit_*.png"))) == 4
+
+
 def _check_04(work: Path, text: str) -> None:
     import nibabel as nib
 
@@ -114,25 +131,26 @@ def _check_04(work: Path, text: str) -> None:
     info = json.loads((work / "run3d" / "models" / "data_info.json").read_text())
     assert info["spatial_dims"] == 3 and len(info["shape"]) == 4
     files = sorted((work / "run3d" / "outputs").glob("synthetic_*.nii.gz"))
-    assert files and nib.load(str(files[0])).ndim == 3
+    assert len(files) == 8 and nib.load(str(files[0])).shape == (16, 16, 16)
 
 
 def _check_05(work: Path, text: str) -> None:
-    assert "certified: True" in text
-    assert "both ranks hold identical codes: True" in text
+    assert "sparse certified: mean cost" in text and "sparse path: True, certified: True" in text
+    assert "the codes moved from their random start: True" in text
+    assert "both ranks hold identical codes: True" in text and "rank 0's checkpoint holds the same codes: True" in text
     assert len(list((work / "ddp_run" / "runs").glob("bank_rank*.pt"))) == 2
 
 
-#: What each notebook must leave in its working folder and print. A new notebook needs an entry here (the
-#: augmentation tutorial, 03_augmentation.ipynb, gets its own when it is written).
+#: What each notebook must leave in its working folder and print. A new notebook needs an entry here.
 CHECKS: dict[str, Callable[[Path, str], None]] = {
     "01_quickstart.ipynb": _check_01,
     "02_your_data.ipynb": _check_02,
+    "03_augmentation.ipynb": _check_03,
     "04_3d.ipynb": _check_04,
     "05_scaling.ipynb": _check_05,
 }
 #: Notebooks that read Fashion-MNIST from the Debian package (skipped with the reason where it is missing).
-NEEDS_FASHION_MNIST = {"05_scaling.ipynb"}
+NEEDS_FASHION_MNIST = {"03_augmentation.ipynb", "05_scaling.ipynb"}
 
 
 def test_every_notebook_is_checked_and_committed_without_outputs():
@@ -156,6 +174,9 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
         pytest.skip(f"{path.name} reads Fashion-MNIST from {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
     work = tmp_path / "work"
     _quick_env(monkeypatch, work)
+    # the kernel's connection file and IPython profile go to the temporary folder too, not to the user's home
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     nb = _run_notebook(path, tmp_path, tmp_path / "kernels")
     assert not _outputs(nb, "error")
     assert _outputs(nb, "image/png"), f"{path.name} showed no picture"
