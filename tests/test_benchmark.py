@@ -110,3 +110,15 @@ def test_any_benchmark_data_set_exports_to_the_medmnist_layout(tmp_path):
     for key in ("train_images", "train_labels", "unseen_images", "reference_images", "reference_labels"):
         assert torch.equal(data[key], again[key]), key
     assert again["name"] == "copy" and len(again["unseen_images"]) == 5
+
+
+def test_classical_augmentation_shifts_by_a_tenth_of_the_image():
+    """RandAffine's translate_range is in pixels: the shift must be +- 10% of the side (2.8 px at 28), not 0.1 px."""
+    from monai_neurosql.benchmark.augmentation import classical_augmentation
+
+    image = torch.zeros(40, 1, 28, 28)
+    image[:, :, 12:16, 12:16] = 1.0
+    moved = classical_augmentation((28, 28), seed=0)(image)
+    grid = torch.arange(28.0)
+    centre_x = (moved.sum(2) * grid).sum(-1).squeeze(1) / moved.sum((2, 3)).squeeze(1)
+    assert moved.shape == image.shape and (centre_x - 13.5).abs().max() > 1.5

@@ -60,13 +60,16 @@ def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Te
     return torch.cat(picks)
 
 
-def classical_augmentation(spatial_dims: int, seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A per-image random augmentation (MONAI ``RandAffine``, ``RandFlip``, ``RandShiftIntensity``), seeded."""
+def classical_augmentation(spatial_size: Sequence[int], seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A per-image random augmentation (MONAI ``RandAffine``: rotation +- 10 degrees, scale 0.9-1.1, shift +- 10% of
+    each side of ``spatial_size``; ``RandFlip``; ``RandShiftIntensity``), seeded."""
     from monai.transforms import Compose, RandAffine, RandFlip, RandShiftIntensity
 
+    spatial_dims = len(spatial_size)
     rotate = (math.radians(10),) if spatial_dims == 2 else (math.radians(10),) * 3
+    shift = tuple(0.1 * s for s in spatial_size)  # RandAffine's translate_range is in pixels
     transform = Compose([
-        RandAffine(prob=1.0, rotate_range=rotate, scale_range=0.1, translate_range=0.1, padding_mode="zeros"),
+        RandAffine(prob=1.0, rotate_range=rotate, scale_range=0.1, translate_range=shift, padding_mode="zeros"),
         RandFlip(prob=0.5, spatial_axis=spatial_dims - 1),
         RandShiftIntensity(offsets=0.05, prob=0.5),
     ]).set_random_state(seed=seed)
@@ -216,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                 classify("real", per_class, seed, x, y, len(x))
             if (per_class, seed, "real+classical") not in done:
                 classify("real+classical", per_class, seed, x, y, len(x),
-                         aug=classical_augmentation(train.ndim - 2, seed))
+                         aug=classical_augmentation(train.shape[2:], seed))
             for model in args.models:
                 condition = f"real+{model}"
                 if (per_class, seed, condition) in done:
