@@ -624,8 +624,10 @@ def cmd_agreement(args: argparse.Namespace) -> None:
                      f"{100 * float((rand == opt_col).double().mean()):.1f}", f"{100 * _excess(exact, rand, optimum):.3g}",
                      "-"])
         for name, lever in levers:
+            lever = dict(lever)
             if lever.get("bound_pool") == "auto":
                 lever["bound_pool"] = max(1, size // 16)
+                name = name.replace("@16px", f"@{size // lever['bound_pool']}px")
             f = int(lever.get("pool", 1))
             if f > 1 and size // f < 11:
                 continue  # the SSIM window (11 px) does not fit the pooled image
@@ -804,20 +806,34 @@ def frechet(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) 
 
 
 def quality_run(images: torch.Tensor, labels: torch.Tensor, held: torch.Tensor, size: int, epochs: int, seed: int,
-                name: str, lever: dict[str, Any], samples: int, out: Path, threads: int) -> dict[str, Any]:
-    """One training run (in a child process): time, assignment history, held-out cost, samples saved to disk."""
+                name: str, lever: dict[str, Any], samples: int, out: Path, threads: int,
+                track_n: int = 0) -> dict[str, Any]:
+    """One training run (in a child process): time, assignment history, held-out cost, samples saved to disk.
+
+    With ``track_n`` the held-out assignment cost of the first ``track_n`` held-out images is also recorded after
+    every epoch with an assignment (its time is excluded from the training time)."""
     from ignite.engine import Events
 
     from monai_neurosql import generate, heldout_assignment_cost
 
     torch.set_num_threads(threads)
     trainer, handler = neurosql_trainer(images, labels, size, epochs, seed, lever)
+    track: list[tuple[int, float, float]] = []  # (epoch, held-out cost on a fixed subset, its seconds)
+
+    def track_heldout(engine: Any) -> None:
+        if track_n and handler.history and handler.history[-1]["epoch"] == engine.state.epoch:
+            t = time.perf_counter()
+            value = heldout_assignment_cost(engine.generator_module, held[:track_n], engine.bank.prior,
+                                            engine.bank.dim)
+            track.append((engine.state.epoch, value, time.perf_counter() - t))
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, track_heldout)
     epoch_s: list[float] = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epoch_s.append(time.perf_counter()))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epoch_s.__setitem__(-1, time.perf_counter() - epoch_s[-1]))
     start = time.perf_counter()
     trainer.run()
-    total = time.perf_counter() - start
+    total = time.perf_counter() - start - sum(t[2] for t in track)
     gen, bank = trainer.generator_module.eval(), trainer.bank
     held_cost = heldout_assignment_cost(gen, held, bank.prior, bank.dim)
     fake = generate(gen, samples, bank.lattice, seed=1000 + seed)
@@ -826,7 +842,7 @@ def quality_run(images: torch.Tensor, labels: torch.Tensor, held: torch.Tensor, 
     return {"name": name, "seed": seed, "lever": lever, "total_s": total, "epoch_s": epoch_s,
             "assign_s": sum(h["seconds"] for h in hist), "assignments": len(hist),
             "moved": [h["moved"] for h in hist], "assign_epochs": [h["epoch"] for h in hist],
-            "heldout_cost": held_cost}
+            "heldout_cost": held_cost, "heldout_track": [(e, v) for e, v, _ in track]}
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
@@ -835,6 +851,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
 
     from torchvision.utils import save_image
 
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = fashion(args.n, args.size)
@@ -847,7 +864,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
     log(f"quality: {len(jobs)} runs, {len(done)} already done; {conditions()}")
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool_:
         futures = [pool_.submit(quality_run, images, labels, held, args.size, args.epochs, seed, name, lever,
-                                args.samples, out, args.threads)
+                                args.samples, out, args.threads, args.track)
                    for name, lever, seed in jobs if (name, seed) not in done]
         for fut in futures:
             r = fut.result()
@@ -900,7 +917,16 @@ def cmd_quality(args: argparse.Namespace) -> None:
     print(markdown_table(["variant", "settings", "seeds", "classifier-feature FID ↓", held_header,
                           "s / epoch (wall, 2 runs side by side)", "assignment share", "assignments", "per seed FID"],
                          rows))
-    print(f"\nGrids: {out}/grid_<variant>.png (top row held-out real, then 16 samples per seed). {conditions()}")
+    print(f"\nGrids: {out}/grid_<variant>.png (top row held-out real, then 16 samples per seed).\n")
+    print("Codes moved (%) at each assignment, and the held-out SSIM+L1 assignment cost after it (when tracked):\n")
+    track_rows = []
+    for r in sorted(results, key=lambda r: (r["name"], r["seed"])):
+        held_at = {int(e): v for e, v in r.get("heldout_track", [])}
+        steps = [f"{int(e)}: {100 * m:.1f}" + (f" ({held_at[int(e)]:.4f})" if int(e) in held_at else "")
+                 for e, m in zip(r["assign_epochs"], r["moved"])]
+        track_rows.append([r["name"], str(r["seed"]), "; ".join(steps)])
+    print(markdown_table(["variant", "seed", "epoch: moved % (held-out cost)"], track_rows))
+    print(f"\n{conditions()}")
 
 
 # ============================================================================================== CLI
@@ -952,6 +978,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variant", action="append", required=True, help="name:key=value,... (repeatable)")
+    p.add_argument("--track", type=int, default=0,
+                   help="record the held-out assignment cost of this many held-out images after every assignment")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)

@@ -121,7 +121,8 @@ def main() -> None:
         t, cost = timed(lambda: pairwise_cost(xb, yb, kind="l2").float(), device)
         report("l2, bfloat16 images", t, solve_assignment(cost, "hungarian"), "")
     print("## Cost + assignment quality (exact SSIM+L1 = today's path)\n")
-    print("| path | cost s | speed-up | same point as exact (%) | exact-cost excess (%) | note |\n|---|---|---|---|---|---|")
+    print("| path | cost s | speed-up | same point as exact (%) | exact-cost excess (%) | note |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"\nExact solve (CPU, hungarian, copy included): {t_solve:.3g} s; G(Q) for {n} codes: {t_dec:.3g} s.")
     if device.type == "cuda":
