@@ -255,12 +255,12 @@ def pca_basis(images: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tenso
 
 def bound_cost(x: torch.Tensor, y: torch.Tensor, bound: str, bound_pool: int,
                basis: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """The cheap bound that ranks candidates: ``"l2"`` on images pooled by ``bound_pool``, or ``"pca"`` (L2 in the
-    PCA projection ``basis``)."""
+    """The cheap bound that ranks candidates: ``"l2"`` or ``"ssim_l1"`` (SSIM+L1 with the package's default window)
+    on images pooled by ``bound_pool``, or ``"pca"`` (L2 in the PCA projection ``basis``)."""
     from monai_neurosql import pairwise_cost
 
-    if bound == "l2":
-        return pairwise_cost(pool(x, bound_pool), pool(y, bound_pool), kind="l2")
+    if bound in ("l2", "ssim_l1"):
+        return pairwise_cost(pool(x, bound_pool), pool(y, bound_pool), kind=bound)
     if bound == "pca":
         if basis is None:
             raise ValueError("bound='pca' needs a PCA basis of the training images.")
@@ -268,7 +268,7 @@ def bound_cost(x: torch.Tensor, y: torch.Tensor, bound: str, bound_pool: int,
         px = (x.reshape(len(x), -1) - mean) @ vecs
         py = (y.reshape(len(y), -1) - mean) @ vecs
         return torch.cdist(px, py).pow_(2)
-    raise ValueError(f"bound must be 'l2' or 'pca', got {bound!r}.")
+    raise ValueError(f"bound must be 'l2', 'ssim_l1' or 'pca', got {bound!r}.")
 
 
 def sparse_solve(rows: np.ndarray, cols: np.ndarray, costs: np.ndarray, n: int) -> np.ndarray:
@@ -584,6 +584,9 @@ AGREEMENT_LEVERS = [
     "prune 32 (pca 64 bound):prune=32,bound=pca,pca_dim=64",
     "prune 64 (pca 64 bound):prune=64,bound=pca,pca_dim=64",
     "prune 64 (full-res l2 bound):prune=64,bound=l2,bound_pool=1",
+    "prune 32 (ssim_l1 bound @16px):prune=32,bound=ssim_l1,bound_pool=auto",
+    "prune 64 (ssim_l1 bound @16px):prune=64,bound=ssim_l1,bound_pool=auto",
+    "prune 64 (ssim_l1 bound pool 2):prune=64,bound=ssim_l1,bound_pool=2",
 ]
 
 
@@ -631,6 +634,9 @@ def cmd_agreement(args: argparse.Namespace) -> None:
             f = int(lever.get("pool", 1))
             if f > 1 and size // f < 11:
                 continue  # the SSIM window (11 px) does not fit the pooled image
+            bp = int(lever.get("bound_pool", 1))
+            if lever.get("bound") == "ssim_l1" and (bp <= 1 or size // bp < 11):
+                continue  # an unpooled SSIM bound is the exact cost; a too small one does not fit the window
             times, col, info = [], None, {}
             for _ in range(args.repeats):
                 t = time.perf_counter()
