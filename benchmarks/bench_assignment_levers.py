@@ -16,6 +16,8 @@ assignment:
 (e) adaptive schedule: skip assignments while the last one moved fewer than ``min_moved`` of the codes (the
     interval doubles up to ``max_every`` epochs and resets when codes move again).
 (f) reduced precision of the cost's cross term (CUDA only): not measurable on this CPU machine; see the notes.
+(g) ``decode=bf16``: ``G(Q)`` under bfloat16 autocast (fast on CPUs with AVX512-BF16/AMX and on GPUs), the cost
+    still in float32.
 
 Sub-commands (each prints markdown to stdout, progress to stderr; all timings with 1 torch thread, min of
 interleaved repeats, and the load average before and after):
@@ -361,7 +363,8 @@ class LeverAssignment:
     Runs at ``EPOCH_COMPLETED`` every ``every`` epochs: decodes ``G(Q)``, builds the lever's cost, solves, and
     applies the momentum update to the bank. With ``min_moved`` set (lever e), an assignment that moved fewer
     than that fraction of the codes doubles the interval (up to ``max_every`` epochs); one that moved more resets
-    it to ``every``. ``history`` has the package handler's keys (``seconds``, ``decode_seconds``,
+    it to ``every``. ``decode="bf16"`` decodes ``G(Q)`` under bfloat16 autocast. ``history`` has the package
+    handler's keys (``seconds``, ``decode_seconds``,
     ``cost_seconds``, ``solve_seconds``, ``cost``, ``moved``, ``epoch``) plus ``interval``.
     """
 
@@ -394,7 +397,12 @@ class LeverAssignment:
 
         bank = engine.bank
         t = time.perf_counter()
-        decoded = decode(engine.generator_module, bank.lattice_points, None, 256, device="cpu")
+        generator = engine.generator_module
+        if self.lever.get("decode") == "bf16":  # lever (g): G(Q) under bfloat16 autocast, images back in float32
+            with torch.autocast(next(generator.parameters()).device.type, dtype=torch.bfloat16):
+                decoded = decode(generator, bank.lattice_points, None, 256, device="cpu")
+        else:
+            decoded = decode(generator, bank.lattice_points, None, 256, device="cpu")
         decode_s = time.perf_counter() - t
         col, timing = lever_assignment(self.images, decoded, self.lever, self.loss,
                                        previous=bank.assignment.cpu(), basis=self.basis)
