@@ -24,7 +24,8 @@ its saving is counted from the quality runs' assignment counts instead.
 
 Peak memory: before each model's epoch the heap is trimmed and the process's peak RSS reset (``clear_refs``);
 "peak RSS" is the process's peak during that model's epochs (it holds every model and the data), "epoch growth"
-the peak minus the RSS at the epoch's start (the epoch's working memory).
+the peak minus the RSS at the epoch's start (the epoch's working memory); on CUDA also the peak allocated GPU memory
+of the model's epochs (``torch.cuda.max_memory_allocated``, reset before each epoch).
 
 Usage (from the repository root)::
 
@@ -70,6 +71,11 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: RSS then includes freed heap, the table says "epoch growth"
         pass
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def reset_peak_rss() -> bool:
@@ -124,6 +130,7 @@ class EpochStepper:
         self._iter_start = time.perf_counter()
 
     def _iteration_completed(self, engine: Any) -> None:
+        _synchronize()  # CUDA runs asynchronously: time the finished step
         self.iterations.append(time.perf_counter() - self._iter_start)
 
     @staticmethod
@@ -136,8 +143,13 @@ class EpochStepper:
         peak_reset = reset_peak_rss()
         rss0 = rss_mib()
         seen = len(self.assignment.history) if self.assignment is not None else 0
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        _synchronize()
         start = time.perf_counter()
         self.trainer.run()
+        _synchronize()
         seconds = time.perf_counter() - start
         new = self.assignment.history[seen:] if self.assignment is not None else []
         assign = sum(h["seconds"] for h in new)
@@ -148,6 +160,7 @@ class EpochStepper:
             "decode_s": sum(h["decode_seconds"] for h in new), "cost_s": sum(h["cost_seconds"] for h in new),
             "solve_s": sum(h["solve_seconds"] for h in new), "moved": [h["moved"] for h in new],
             "peak_mib": peak_rss_mib() if peak_reset else float("nan"), "rss0_mib": rss0,
+            "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan"),
         })
 
     def summary(self) -> dict[str, Any]:
@@ -173,12 +186,13 @@ class EpochStepper:
             "iterations_per_epoch": per_epoch_iters, "share_iter": self.rate * assign_med / s_iter if s_iter else 0.0,
             "decode_med": med("decode_s"), "cost_med": med("cost_s"), "solve_med": med("solve_s"),
             "peak_mib": max(x["peak_mib"] for x in e), "growth_mib": max(x["peak_mib"] - x["rss0_mib"] for x in e),
+            "cuda_peak_mib": max(x["cuda_peak_mib"] for x in e),
             "moved": [m for x in e for m in x["moved"]],
         }
 
 
 def run_size(dataset: str, size: int, n: int, epochs: int, variants: list[str], models: list[str], seed: int,
-             demo_scale: int) -> list[dict[str, Any]]:
+             demo_scale: int, device: str = "cpu") -> list[dict[str, Any]]:
     """Build every model on the same images, interleave their epochs, return one summary per model."""
     from monai.data import Dataset
 
@@ -195,7 +209,7 @@ def run_size(dataset: str, size: int, n: int, epochs: int, variants: list[str], 
         cell = {"model": model, "variant": variant, "backbone": "conv", "latent_size": 16, "seed": seed,
                 "conditional": False}
         loader = train_loader(Dataset(items), 64, seed=seed)
-        built = build_model(cell, data, loader, epochs, torch.device("cpu"), settings)
+        built = build_model(cell, data, loader, epochs, torch.device(device), settings)
         name = f"neurosql {variant}" if model == "neurosql" else model
         steppers.append(EpochStepper(name, built["trainer"], built["assignment"]))
     for epoch in range(epochs):
@@ -230,11 +244,12 @@ def table(dataset: str, size: int, n: int, summaries: list[dict[str, Any]]) -> s
             f"{100 * s['share_iter']:.0f}%" if neuro else "-", _parts(s) if neuro else "-",
             ", ".join(f"{100 * m:.0f}" for m in s["moved"]) if neuro else "-",
             f"{s['peak_mib']:.0f}", f"{s['growth_mib']:.0f}",
+            "-" if s["cuda_peak_mib"] != s["cuda_peak_mib"] else f"{s['cuda_peak_mib']:.0f}",
         ])
     headers = ["model", "s / epoch", "/ VAE", "s / epoch: epoch median (min)", "/ VAE (epoch median)",
                "regression s / epoch", "assignment s x per epoch", "assignment share",
                "G(Q) / cost / solve / other s per assignment (%)", "codes moved per assignment (%)", "peak RSS MiB",
-               "epoch growth MiB"]
+               "epoch growth MiB", "peak CUDA MiB"]
     out = f"### {dataset}, {size} x {size}, n = {n}\n\n" + markdown_table(headers, rows)
     neuros = [s for s in summaries if s["name"].startswith("neurosql")]
     if len(neuros) > 1 and vae:
@@ -268,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="NeuroSQL variants (monai_neurosql.benchmark.cells.NEUROSQL_VARIANTS)")
     parser.add_argument("--models", nargs="*", default=["vae", "gan"], choices=["vae", "gan"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (gpu_check.sh runs it on CUDA at 128 px)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
     parser.add_argument("--json", default=None, help="also write the summaries here")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: 28 px, n = 128, 2 epochs")
@@ -275,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.sizes, args.n, args.n_128, args.epochs = [28], 128, 128, 2
     torch.set_num_threads(args.threads)
-    print(f"# Epoch time side by side: NeuroSQL variants vs VAE vs GAN ({args.dataset})\n")
+    print(f"# Epoch time side by side: NeuroSQL variants vs VAE vs GAN ({args.dataset}, {args.device})\n")
     print(f"- before: {conditions()}")
     print(f"- ConvGenerator (256, 128, 64, 32), latent 16, batch 64, each model's optimizer as in "
           f"`python -m monai_neurosql.benchmark`, {args.epochs} epochs per model, epochs interleaved across models "
@@ -288,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes:
         n = args.n if size < 128 else args.n_128
         summaries = run_size(args.dataset, size, n, args.epochs, args.variants, args.models, args.seed,
-                             args.demo_scale)
+                             args.demo_scale, args.device)
         results.append({"dataset": args.dataset, "size": size, "n": n, "conditions": conditions(),
                         "summaries": [{k: v for k, v in s.items() if k != "iteration_times"} for s in summaries]})
         print(table(args.dataset, size, n, summaries) + "\n", flush=True)
