@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import logging
 
 import pytest
@@ -196,7 +197,7 @@ def test_adaptive_schedule_doubles_the_interval_while_few_codes_move(tiny, caplo
         tiny.trainer(epochs=10, handlers=[handler]).run()
     epochs = [int(h["epoch"]) for h in handler.history]
     assert epochs == _expected_epochs(handler.history, 1, 4, 1.0)
-    assert len(epochs) < 10 and max(b - a for a, b in zip(epochs, epochs[1:])) == 4  # it skipped, up to the cap
+    assert len(epochs) < 10 and max(b - a for a, b in itertools.pairwise(epochs)) == 4  # it skipped, up to the cap
     assert any("next assignment in 2 epochs (was 1)" in r.message for r in caplog.records)
 
 
@@ -214,7 +215,9 @@ def test_adaptive_schedule_resets_when_codes_move_again(tiny):
 def test_adaptive_schedule_resumes_at_the_same_epochs(tiny):
     """A run stopped after epoch 5 and resumed from the handler's saved state continues the schedule where it was
     (the next assignment is the last one's epoch plus the saved interval), not from K again."""
-    make = lambda: _handler(tiny, every_n_epochs=1, min_moved=1.0, max_every_n_epochs=4)  # noqa: E731
+    def make():
+        return _handler(tiny, every_n_epochs=1, min_moved=1.0, max_every_n_epochs=4)
+
     full = make()
     tiny.trainer(epochs=5, handlers=[full]).run()
     buffer = io.BytesIO()
