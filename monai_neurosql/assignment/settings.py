@@ -36,8 +36,8 @@ class AssignmentSettings:
         momentum: ``rho`` of the update ``Z <- rho Q[pi] + (1 - rho) Z``, in ``(0, 1]``. Default 0.7 (paper).
         cost: cost kind of the assignment, one of :data:`~monai_neurosql.COST_KINDS`. Default ``"l2"`` (mean
             squared difference: one matrix product, 400-1000x cheaper per pair than ``"ssim_l1"`` at 28-128 px),
-            measured within seed noise of the paper's ``"ssim_l1"`` in sample quality (``docs/benchmarks.md``,
-            speed section); the training loss stays SSIM+L1 either way. ``"ssim_l1"`` is the paper's setting
+            measured within seed noise of the paper's ``"ssim_l1"`` in sample quality at 28 px (``docs/benchmarks.md``,
+            speed section; the 64/128 px gate is still to run); the training loss stays SSIM+L1 either way. ``"ssim_l1"`` is the paper's setting
             (Algorithm 1 uses the training loss in both steps): ``AssignmentSettings(cost="ssim_l1")``.
         loss: the :class:`~monai_neurosql.SSIML1Loss` whose window, constants and weight define ``"ssim_l1"``.
             ``None`` (default): the trainer's loss, filled in by the handlers (:meth:`with_loss`), so that the
