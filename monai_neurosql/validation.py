@@ -17,7 +17,30 @@ from .assignment import AssignmentSettings, assign_codes
 from .generate import device_of
 from .latent_bank import LatentBank
 
-__all__ = ["heldout_assignment_cost"]
+__all__ = ["VALIDATION_COST", "heldout_assignment_cost", "validation_settings"]
+
+#: Cost kind of the held-out validation cost when no settings are given: the training loss (SSIM+L1), so that early
+#: stopping and ``best.pt`` judge the model in the loss it is trained on, whatever cost the assignment uses.
+VALIDATION_COST = "ssim_l1"
+
+
+def validation_settings(settings: AssignmentSettings | Mapping[str, Any] | None = None) -> AssignmentSettings:
+    """The settings of a held-out validation cost, with the cost kind :data:`VALIDATION_COST` unless one is named.
+
+    ``None`` gives the defaults with ``cost=VALIDATION_COST``; a dict without a ``"cost"`` key (bundle JSON, e.g.
+    ``{"method": "greedy"}``) gets ``cost=VALIDATION_COST`` too; a dict naming a cost, or an
+    :class:`~monai_neurosql.assignment.AssignmentSettings` instance, is used as given. The training assignment's
+    default cost is ``"l2"`` (cheap, measured as good for sample quality); the validation cost keeps measuring in the
+    training loss unless a caller asks for another cost explicitly.
+
+    Raises:
+        ValueError, TypeError: as :meth:`AssignmentSettings.coerce <monai_neurosql.assignment.AssignmentSettings.coerce>`.
+    """
+    if settings is None:
+        return AssignmentSettings(cost=VALIDATION_COST)
+    if isinstance(settings, Mapping) and "cost" not in settings:
+        settings = {**settings, "cost": VALIDATION_COST}
+    return AssignmentSettings.coerce(settings)
 
 
 @torch.no_grad()
@@ -49,7 +72,9 @@ def heldout_assignment_cost(
         seed: lattice seed (fixed, so the criterion is comparable across epochs).
         settings: :class:`~monai_neurosql.assignment.AssignmentSettings` (or a dict): solver, cost kind, the
             loss that defines the cost (pass the trainer's, e.g. ``settings.with_loss(trainer.loss_function)``),
-            decode batch size. Default: exact solver, default ``SSIML1Loss``.
+            decode batch size. Default (``None``), or a dict naming no cost: the SSIM+L1 cost
+            (:data:`VALIDATION_COST`, the training loss; default ``SSIML1Loss``), not the assignment's default
+            ``"l2"`` (:func:`validation_settings`).
 
     Returns:
         The mean matched cost (a Python float).
@@ -64,6 +89,6 @@ def heldout_assignment_cost(
         bank = LatentBank.create(images.shape[0], latent_size, kind=prior, seed=seed)
     else:
         bank = LatentBank.class_conditional(labels, latent_size, kind=prior, seed=seed)
-    stats = assign_codes(generator, bank.to(images.device), images, conditional=labels is not None, settings=settings,
-                         local=True)
+    stats = assign_codes(generator, bank.to(images.device), images, conditional=labels is not None,
+                         settings=validation_settings(settings), local=True)
     return stats["cost"]

@@ -33,9 +33,18 @@ __all__ = [
 
 MODELS = ("neurosql", "vae", "gan", "ddpm")
 BACKBONES = ("conv", "resnet", "film_unet")
-#: Variants per model: NeuroSQL's ablations (assignment cost, greedy, mini-batch); the GAN's hinge + spectral norm.
-VARIANTS = {"neurosql": ("default", "l2", "greedy", "minibatch"), "gan": ("default", "hinge"),
-            "vae": ("default",), "ddpm": ("default",)}
+#: NeuroSQL's variants as :class:`~monai_neurosql.handlers.QuantileAssignmentHandler` arguments on top of the package
+#: defaults (assignment every 2 epochs): ``default`` the package's defaults (``"l2"`` assignment cost), ``paper`` the
+#: paper's SSIM+L1 assignment cost, ``l2`` the L2 cost named explicitly, ``adaptive`` the adaptive schedule of the
+#: bundles (``min_moved=0.05``), ``greedy`` the greedy solver (Algorithm 3), ``minibatch`` Algorithm 2.
+NEUROSQL_VARIANTS = {
+    "default": {}, "paper": {"settings": {"cost": "ssim_l1"}}, "l2": {"settings": {"cost": "l2"}},
+    "adaptive": {"min_moved": 0.05, "max_every_n_epochs": 8}, "greedy": {"settings": {"method": "greedy"}},
+    "minibatch": {"mode": "minibatch"},
+}
+#: Variants per model: NeuroSQL's (:data:`NEUROSQL_VARIANTS`); the GAN's hinge + spectral norm.
+VARIANTS = {"neurosql": tuple(NEUROSQL_VARIANTS), "gan": ("default", "hinge"), "vae": ("default",),
+            "ddpm": ("default",)}
 #: ``epochs``: the same epochs for every model (the paper's protocol); ``wallclock``: the same training seconds;
 #: ``early_stop``: each model at its best validation KID (domain features) within an epoch cap.
 PROTOCOLS = ("epochs", "wallclock", "early_stop")
@@ -131,11 +140,8 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
         optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
         items = [{"image": images[i], "index": i, "label": int(labels[i])} for i in range(n)]
         handler = QuantileAssignmentHandler(
-            assignment_loader(Dataset(items)) if variant != "minibatch" else None,
-            mode="minibatch" if variant == "minibatch" else "full", every_n_epochs=2,
-            settings={"method": "greedy" if variant == "greedy" else "hungarian",
-                      "cost": "l2" if variant == "l2" else "ssim_l1"},
-        )
+            assignment_loader(Dataset(items)) if variant != "minibatch" else None, every_n_epochs=2,
+            **NEUROSQL_VARIANTS[variant])
         trainer = NeuroSQLTrainer(device, max_epochs, loader, generator, bank, optimizer,
                                   train_handlers=[_schedule(optimizer, steps), handler], seed=int(cell["seed"]))
         return {"trainer": trainer, "params": count_parameters(generator),

@@ -177,7 +177,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--latent-sizes", nargs="+", type=int, default=[16])
     add("--seeds", nargs="+", type=int, default=[0])
     add("--variants", nargs="+", default=["default"],
-        help="variants where a model has them: neurosql l2 greedy minibatch; gan hinge (others run 'default')")
+        help="variants where a model has them: neurosql paper (SSIM+L1 assignment cost) l2 adaptive greedy "
+             "minibatch; gan hinge (others run 'default')")
     add("--protocol", default="epochs", choices=PROTOCOLS)
     add("--epochs", type=int, default=20, help="epochs of the 'epochs' protocol (and of the VAE beta selection)")
     add("--wallclock-seconds", default=None, help="training seconds per cell ('wallclock'), or 'auto'")

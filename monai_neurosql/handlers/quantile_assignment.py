@@ -58,6 +58,13 @@ class QuantileAssignmentHandler:
             and for ``init="pca"``).
         mode: ``"full"`` or ``"minibatch"``.
         every_n_epochs: K, full mode. Default 2.
+        min_moved: adaptive schedule (full mode): when an assignment moves fewer than this fraction of the codes,
+            the interval to the next one doubles (up to ``max_every_n_epochs``); when one moves at least this
+            fraction, it returns to ``every_n_epochs``. Late in training the assignment often moves almost no
+            code, and each one costs a decode of the whole lattice. ``0.0`` (default): off, an assignment every
+            ``every_n_epochs`` epochs (the paper). The bundles use ``0.05``.
+        max_every_n_epochs: the longest interval of the adaptive schedule, in epochs (``>= every_n_epochs``).
+            Default ``None``: ``4 * every_n_epochs``.
         every_n_iterations: minibatch mode. Default 1 (every step, as Algorithm 2).
         settings: :class:`~monai_neurosql.assignment.AssignmentSettings` or a dict of its fields (bundle JSON),
             e.g. ``{"method": "greedy", "momentum": 0.7}``. Default: the defaults (exact solver, ``rho = 0.7``).
@@ -89,6 +96,8 @@ class QuantileAssignmentHandler:
         mode: str = "full",
         every_n_epochs: int = 2,
         every_n_iterations: int = 1,
+        min_moved: float = 0.0,
+        max_every_n_epochs: int | None = None,
         settings: AssignmentSettings | Mapping[str, Any] | None = None,
         init: str | None = None,
         cache_images: bool = True,
@@ -108,9 +117,18 @@ class QuantileAssignmentHandler:
         if every_n_epochs < 1 or every_n_iterations < 1:
             raise ValueError(f"every_n_epochs and every_n_iterations must be >= 1, got {every_n_epochs}, "
                              f"{every_n_iterations}.")
+        if not 0.0 <= min_moved <= 1.0:
+            raise ValueError(f"min_moved is a fraction of the codes in [0, 1] (0 turns the adaptive schedule off), "
+                             f"got {min_moved}.")
+        max_every = 4 * every_n_epochs if max_every_n_epochs is None else max_every_n_epochs
+        if max_every < every_n_epochs:
+            raise ValueError(f"max_every_n_epochs must be >= every_n_epochs ({every_n_epochs}), got {max_every}.")
         self.assignment_loader = assignment_loader
         self.mode = mode
         self.every_n_epochs = every_n_epochs
+        self.min_moved = float(min_moved)
+        self.max_every_n_epochs = int(max_every)
+        self.interval = every_n_epochs  # epochs from the last full assignment to the next (adaptive schedule)
         self.every_n_iterations = every_n_iterations
         self.settings = AssignmentSettings.coerce(settings)
         self.init = init
@@ -136,12 +154,34 @@ class QuantileAssignmentHandler:
             # epoch 1 only: a run resumed from a checkpoint starts at a later epoch and keeps its codes
             engine.add_event_handler(Events.EPOCH_STARTED(once=1), self._start_from_pca)
         if self.mode == "full":
-            if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
-                engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self)
+            if not engine.has_event_handler(self._epoch_completed, Events.EPOCH_COMPLETED):
+                engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         elif not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self)
             engine.add_event_handler(Events.EPOCH_STARTED, self._start_epoch)
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._log_epoch)
+
+    def _epoch_completed(self, engine: NeuroSQLTrainer) -> None:
+        epoch = engine.state.epoch
+        if self.min_moved <= 0.0:  # fixed schedule: every multiple of K, as Events.EPOCH_COMPLETED(every=K)
+            due = epoch % self.every_n_epochs == 0
+        else:  # adaptive: the interval after the last full assignment (epoch 0: none yet)
+            due = epoch - (int(self.history[-1]["epoch"]) if self.history else 0) >= self.interval
+        if due:
+            self(engine)
+
+    def _adapt(self, engine: Engine, moved: float) -> None:
+        """The adaptive schedule: double the interval after an assignment that moved fewer than ``min_moved``."""
+        if self.min_moved <= 0.0:
+            return
+        interval = self.every_n_epochs if moved >= self.min_moved else min(2 * self.interval,
+                                                                              self.max_every_n_epochs)
+        if interval != self.interval:
+            self.logger.info(
+                f"Epoch {engine.state.epoch}: {100 * moved:.1f}% codes moved ("
+                f"{'>=' if moved >= self.min_moved else '<'} min_moved {100 * self.min_moved:.1f}%): next "
+                f"assignment in {interval} epochs (was {self.interval})")
+        self.interval = interval
 
     def __call__(self, engine: NeuroSQLTrainer) -> None:
         engine.fire_event(AssignmentEvents.ASSIGNMENT_STARTED)
@@ -152,6 +192,7 @@ class QuantileAssignmentHandler:
         if self.mode == "full":
             engine.state.metrics.update(dict(zip(METRIC_NAMES, (stats["cost"], stats["moved"]))))
             self.history.append(stats)
+            self._adapt(engine, stats["moved"])
             solver = "sparse certified auction" if stats["sparse"] else self.settings.method
             self.logger.info(
                 f"Epoch {engine.state.epoch}: quantile assignment ({solver}, n={int(stats['n'])}): mean cost "
@@ -242,8 +283,11 @@ class QuantileAssignmentHandler:
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
-        """History of the assignments (plain floats, loadable with ``weights_only=True``)."""
-        return {"history": [dict(h) for h in self.history]}
+        """History of the assignments and the adaptive schedule's interval (plain values, loadable with
+        ``weights_only=True``), so that a resumed run assigns at the same epochs."""
+        return {"history": [dict(h) for h in self.history], "interval": int(self.interval)}
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         self.history = [dict(h) for h in state_dict.get("history", [])]
+        # checkpoints from before the adaptive schedule have no interval: the fixed one
+        self.interval = int(state_dict.get("interval", self.every_n_epochs))

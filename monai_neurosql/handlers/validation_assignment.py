@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 from monai.utils import convert_to_tensor
 
 from ..assignment import AssignmentSettings
-from ..validation import heldout_assignment_cost
+from ..validation import heldout_assignment_cost, validation_settings
 
 __all__ = ["ValidationAssignmentCost"]
 
@@ -34,7 +34,10 @@ class ValidationAssignmentCost:
         every_n_epochs: how often to evaluate. Default 1.
         metric_name: key in ``engine.state.metrics``. Default ``"val_assignment_cost"``.
         settings: :class:`~monai_neurosql.assignment.AssignmentSettings` or a dict of its fields (solver, cost,
-            decode batch size). Default exact solver; e.g. pass the assignment handler's settings.
+            decode batch size). Default (``None``), or a dict naming no cost: exact solver on the SSIM+L1 cost, the training loss
+            (:data:`~monai_neurosql.validation.VALIDATION_COST`), even though the training assignment's default
+            cost is ``"l2"``: early stopping and the best model are judged in the loss the generator is trained
+            on. Settings that name a cost (or an ``AssignmentSettings`` instance) are used as given.
         seed: seed of the validation lattice and of the subset below.
         max_images: evaluate a fixed random subset of at most this many images (the cost matrix is
             ``max_images^2``); ``None`` uses all.
@@ -59,7 +62,7 @@ class ValidationAssignmentCost:
         self.val_loader = val_loader
         self.every_n_epochs = every_n_epochs
         self.metric_name = metric_name
-        self.settings = AssignmentSettings.coerce(settings)
+        self.settings = validation_settings(settings)
         self.seed = seed
         self.max_images = max_images
         self.image_key, self.label_key = image_key, label_key

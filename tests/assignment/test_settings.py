@@ -11,7 +11,9 @@ def test_coerce_from_none_dict_and_instance():
     assert AssignmentSettings.coerce(None) == AssignmentSettings()
     settings = AssignmentSettings.coerce({"method": "greedy", "momentum": 0.5, "candidates": 16})
     assert (settings.method, settings.momentum, settings.candidates) == ("greedy", 0.5, 16)
-    assert settings.max_dense_bytes == DEFAULT_MAX_DENSE_BYTES and settings.cost == "ssim_l1"
+    # the L2 assignment cost is the default (issue 13: as good for samples, far cheaper); the paper's is one option away
+    assert settings.max_dense_bytes == DEFAULT_MAX_DENSE_BYTES and settings.cost == "l2"
+    assert AssignmentSettings(cost="ssim_l1").cost == "ssim_l1"
     assert AssignmentSettings.coerce(settings) is settings
 
 
@@ -29,8 +31,9 @@ def test_cost_matrix_is_pairwise_cost_under_the_settings():
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(3, 1, 12, 12, generator=g), torch.rand(4, 1, 12, 12, generator=g)
     loss = SSIML1Loss(2, win_size=5, ssim_weight=0.8)
-    torch.testing.assert_close(AssignmentSettings(loss=loss).cost_matrix(x, y), pairwise_cost(x, y, loss=loss))
-    torch.testing.assert_close(AssignmentSettings(cost="l2").cost_matrix(x, y), pairwise_cost(x, y, kind="l2"))
+    torch.testing.assert_close(AssignmentSettings(cost="ssim_l1", loss=loss).cost_matrix(x, y),
+                               pairwise_cost(x, y, loss=loss))
+    torch.testing.assert_close(AssignmentSettings().cost_matrix(x, y), pairwise_cost(x, y, kind="l2"))
 
 
 @pytest.mark.parametrize("field,value,error", [

@@ -22,10 +22,10 @@ def _setup(n=120):
 def test_sparse_path_matches_dense_optimum_with_certificate():
     images, generator = _setup()
     dense_bank, sparse_bank = LatentBank.create(120, 3, seed=1), LatentBank.create(120, 3, seed=1)
-    dense = assign_codes(generator, dense_bank, images, settings={"momentum": 1.0})
+    dense = assign_codes(generator, dense_bank, images, settings={"momentum": 1.0, "cost": "ssim_l1"})
     # a 4 KB budget forces the sparse path: 10 candidates per row, certified against all excluded entries
     sparse = assign_codes(generator, sparse_bank, images,
-                          settings={"momentum": 1.0, "max_dense_bytes": 4096, "candidates": 10})
+                          settings={"momentum": 1.0, "cost": "ssim_l1", "max_dense_bytes": 4096, "candidates": 10})
     assert dense["sparse"] == 0 and sparse["sparse"] == 1 and sparse["certified"] == 1
     cost = pairwise_cost(images, decode(generator, dense_bank.lattice_points)).double().numpy()
     rows, cols = linear_sum_assignment(cost)

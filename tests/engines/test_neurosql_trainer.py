@@ -77,7 +77,7 @@ def test_trainer_equals_handwritten_algorithm_1():
     images, classes, net, bank, opt = _setup(n=48, lr=2e-2)
     by_hand, codes, lattice = _ByHand(copy.deepcopy(net), 2e-2), bank.codes.clone(), bank.lattice_points.clone()
     handler = QuantileAssignmentHandler(assignment_loader(indexed_dataset(images), batch_size=20), every_n_epochs=3,
-                                        settings={"momentum": 0.7})
+                                        settings={"momentum": 0.7, "cost": "ssim_l1"})  # the paper
     _trainer(images, classes, net, bank, opt, epochs=6, handlers=[handler]).run()
 
     # Algorithm 1 by hand: epoch order from DistributedSampler(seed=0) at epoch e, steps, every 3 epochs a
@@ -96,7 +96,7 @@ def test_trainer_equals_handwritten_algorithm_2():
     subset of its size (m x m cost from the loss, exact solve) and its codes take the momentum update."""
     images, classes, net, bank, opt = _setup(n=32, lr=2e-2)
     by_hand, codes, lattice = _ByHand(copy.deepcopy(net), 2e-2), bank.codes.clone(), bank.lattice_points.clone()
-    handler = QuantileAssignmentHandler(mode="minibatch", settings={"momentum": 0.7}, seed=5)
+    handler = QuantileAssignmentHandler(mode="minibatch", settings={"momentum": 0.7, "cost": "ssim_l1"}, seed=5)
     _trainer(images, classes, net, bank, opt, epochs=3, handlers=[handler], batch_size=8).run()
 
     for epoch in range(1, 4):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import logging
 
 import pytest
@@ -35,7 +36,7 @@ def _optimum(images, outputs, loss):
 
 def test_full_assignment_minimizes_the_trainers_loss(tiny):
     """With rho = 1 the codes are exactly the optimal assignment under the trainer's SSIM window (7, not 11)."""
-    handler = _handler(tiny, every_n_epochs=1, settings={"momentum": 1.0})
+    handler = _handler(tiny, every_n_epochs=1, settings={"momentum": 1.0, "cost": "ssim_l1"})
     tiny.trainer(epochs=1, handlers=[handler]).run()
     outputs = decode(tiny.net, tiny.bank.lattice_points)
     cost7, cols7 = _optimum(tiny.images, outputs, SSIML1Loss(2, **TRAIN_LOSS))
@@ -47,7 +48,8 @@ def test_full_assignment_minimizes_the_trainers_loss(tiny):
 
 
 def test_a_loss_in_the_settings_overrides_the_trainers(tiny):
-    handler = _handler(tiny, every_n_epochs=1, settings=AssignmentSettings(momentum=1.0, loss=SSIML1Loss(2)))
+    handler = _handler(tiny, every_n_epochs=1, settings=AssignmentSettings(momentum=1.0, cost="ssim_l1",
+                                                                             loss=SSIML1Loss(2)))
     tiny.trainer(epochs=1, handlers=[handler]).run()
     cost11, cols11 = _optimum(tiny.images, decode(tiny.net, tiny.bank.lattice_points), SSIML1Loss(2))
     assert handler.history[-1]["cost"] == pytest.approx(cost11, abs=1e-6)
@@ -165,3 +167,76 @@ def test_argument_errors(tiny):
         QuantileAssignmentHandler(loader, settings={"method": "sinkhorn"})
     with pytest.raises(TypeError, match="settings"):
         QuantileAssignmentHandler(loader, settings=[("method", "greedy")])
+
+
+def test_default_cost_is_l2_and_the_papers_is_one_setting_away(tiny):
+    handler = _handler(tiny, every_n_epochs=1, settings={"momentum": 1.0})
+    tiny.trainer(epochs=1, handlers=[handler]).run()
+    outputs = decode(tiny.net, tiny.bank.lattice_points)
+    cost = pairwise_cost(tiny.images, outputs, kind="l2").double().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    assert handler.settings.cost == "l2"
+    assert handler.history[-1]["cost"] == pytest.approx(cost[rows, cols].mean(), abs=1e-6)
+    assert tiny.bank.assignment.tolist() == cols.tolist()
+
+
+def _expected_epochs(history, every, max_every, min_moved):
+    """The assignment epochs the adaptive rule gives for the moved fractions the run saw."""
+    epochs, interval, epoch = [], every, every
+    for h in history:
+        epochs.append(epoch)
+        interval = every if h["moved"] >= min_moved else min(2 * interval, max_every)
+        epoch += interval
+    return epochs
+
+
+def test_adaptive_schedule_doubles_the_interval_while_few_codes_move(tiny, caplog):
+    # min_moved = 1: only an assignment that moves every code keeps the interval at K
+    handler = _handler(tiny, every_n_epochs=1, min_moved=1.0, max_every_n_epochs=4)
+    with caplog.at_level(logging.INFO):
+        tiny.trainer(epochs=10, handlers=[handler]).run()
+    epochs = [int(h["epoch"]) for h in handler.history]
+    assert epochs == _expected_epochs(handler.history, 1, 4, 1.0)
+    assert len(epochs) < 10 and max(b - a for a, b in itertools.pairwise(epochs)) == 4  # it skipped, up to the cap
+    assert any("next assignment in 2 epochs (was 1)" in r.message for r in caplog.records)
+
+
+def test_adaptive_schedule_resets_when_codes_move_again(tiny):
+    handler = _handler(tiny, every_n_epochs=2, min_moved=0.5, max_every_n_epochs=8)
+    handler.interval = 8
+    engine = tiny.trainer(epochs=1)
+    handler._adapt(engine, moved=0.6)
+    assert handler.interval == 2
+    for expected in (4, 8, 8):
+        handler._adapt(engine, moved=0.1)
+        assert handler.interval == expected
+
+
+def test_adaptive_schedule_resumes_at_the_same_epochs(tiny):
+    """A run stopped after epoch 5 and resumed from the handler's saved state continues the schedule where it was
+    (the next assignment is the last one's epoch plus the saved interval), not from K again."""
+    def make():
+        return _handler(tiny, every_n_epochs=1, min_moved=1.0, max_every_n_epochs=4)
+
+    full = make()
+    tiny.trainer(epochs=5, handlers=[full]).run()
+    buffer = io.BytesIO()
+    torch.save(full.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = make()
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.interval == full.interval and resumed.history == full.history
+    trainer = tiny.trainer(epochs=12, handlers=[resumed])
+    trainer.state.epoch, trainer.state.iteration = 5, 15
+    trainer.run()
+    epochs = [int(h["epoch"]) for h in resumed.history]
+    assert epochs == _expected_epochs(resumed.history, 1, 4, 1.0) and epochs[-1] > 5
+
+
+def test_adaptive_schedule_errors(tiny):
+    loader = assignment_loader(tiny.dataset())
+    with pytest.raises(ValueError, match="min_moved"):
+        QuantileAssignmentHandler(loader, min_moved=1.5)
+    with pytest.raises(ValueError, match="max_every_n_epochs"):
+        QuantileAssignmentHandler(loader, every_n_epochs=4, max_every_n_epochs=2)
+    assert QuantileAssignmentHandler(loader, every_n_epochs=3).max_every_n_epochs == 12

@@ -75,3 +75,17 @@ def test_errors(tiny):
         ValidationAssignmentCost([], settings={"window": 7})
     with pytest.raises(ValueError, match="validation loader is empty"):
         tiny.trainer(epochs=1, handlers=[ValidationAssignmentCost([])]).run()
+
+
+def test_the_validation_cost_measures_the_training_loss_by_default(tiny):
+    """The assignment's default cost is L2; the held-out validation cost stays SSIM+L1 (the training loss) unless
+    settings name another cost."""
+    images = tiny.images[:8]
+    assert ValidationAssignmentCost([{"image": images}]).settings.cost == "ssim_l1"
+    default = heldout_assignment_cost(tiny.net, images, tiny.bank.prior, tiny.bank.dim, seed=1)
+    ssim_l1 = heldout_assignment_cost(tiny.net, images, tiny.bank.prior, tiny.bank.dim, seed=1,
+                                      settings={"cost": "ssim_l1"})
+    l2 = heldout_assignment_cost(tiny.net, images, tiny.bank.prior, tiny.bank.dim, seed=1, settings={"cost": "l2"})
+    assert default == ssim_l1 and abs(default - l2) > 1e-3
+    assert ValidationAssignmentCost([{"image": images}], settings={"cost": "l2"}).settings.cost == "l2"
+    assert ValidationAssignmentCost([{"image": images}], settings={"method": "greedy"}).settings.cost == "ssim_l1"
