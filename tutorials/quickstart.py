@@ -8,7 +8,8 @@
 # 1. the embedded demo set (simulated subjects built from the MNI152 template, Kaggle OASIS layout) is built;
 # 2. it is split by subject and loaded with clinical-style MONAI transforms;
 # 3. a `ConvGenerator` is trained with `NeuroSQLTrainer`; every 2 epochs `QuantileAssignmentHandler`
-#    re-assigns the latent codes (exact linear assignment on the SSIM+L1 cost, momentum 0.7);
+#    re-assigns the latent codes (exact linear assignment on the L2 cost, the package default; the training loss
+#    is SSIM+L1; `AssignmentSettings(cost="ssim_l1")` is the paper's assignment cost; momentum 0.7);
 # 4. synthetic slices are sampled and written as NIfTI + PNG next to real slices.
 
 # %%
