@@ -87,17 +87,6 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def rss_mib() -> float:
-    """Current ``VmRSS`` of this process, MiB (nan where ``/proc`` is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
-
-
 def load_images(dataset: str, n: int, size: int, demo_scale: int) -> dict[str, Any]:
     """``n`` training images of ``dataset`` at ``size`` px, as :func:`monai_neurosql.benchmark.data.load_benchmark_data`
     gives them (cached under ``$NEUROSQL_SPEED_CACHE``)."""
@@ -141,6 +130,8 @@ class EpochStepper:
     def step(self) -> None:
         release_memory()
         peak_reset = reset_peak_rss()
+        from monai_neurosql.benchmark.memory import rss_mib
+
         rss0 = rss_mib()
         seen = len(self.assignment.history) if self.assignment is not None else 0
         cuda = torch.cuda.is_available()
