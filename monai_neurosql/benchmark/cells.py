@@ -1,5 +1,10 @@
 """One benchmark cell: build a model on the shared backbone, train it under a protocol, keep its checkpoint and
-samples, and score the samples in the shared feature spaces."""
+samples, and score the samples in the shared feature spaces.
+
+Length: one builder per model kind (NeuroSQL variants, VAE, GAN, DDPM), the three protocols and the scoring of a
+cell share the cell's state and are read together when a cell's result is questioned; splitting the protocols and
+the scoring into modules of their own is the next step if it grows.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The quantile-assignment step of NeuroSQL as an ignite/MONAI handler (Algorithms 1 and 2)."""
+"""The quantile-assignment step of NeuroSQL as an ignite/MONAI handler (Algorithms 1 and 2).
+
+Length: one handler: when to assign (full batch every K epochs with the adaptive interval, or per mini-batch),
+on which images, and its resumable state; how one assignment is computed lives in ``monai_neurosql.assignment``.
+"""
 
 from __future__ import annotations
 
