@@ -63,7 +63,7 @@ def evaluation_report(
     """
     from .controls import control_flags, control_sets
     from .domain_features import load_domain_encoder, save_domain_encoder, train_domain_encoder
-    from .features import ProxyFeatureNet, extract_features
+    from .features import extract_features
     from .precision_recall import precision_recall
     from .sample_counts import MIN_SAMPLES, below_minimum
     from .scores import METRIC_SPECS, SampleScorer
@@ -87,11 +87,11 @@ def evaluation_report(
     n = int(scores.pop("num_scored"))
 
     def proxy_precision_recall(images: torch.Tensor) -> dict[str, float | str]:
-        net = ProxyFeatureNet(images.ndim - 2, images.shape[1], seed=0)
+        """Precision/recall in the scorer's proxy features (its network and reference features, computed once)."""
         m = min(n, len(images))
         pr = {}
         if m >= MIN_SAMPLES["precision_recall"]:
-            pr = precision_recall(extract_features(net, test_images[:m]), extract_features(net, images[:m]))
+            pr = precision_recall(scorer.reference_proxy[:m], extract_features(scorer.proxy_net, images[:m]))
         return {k: below_minimum(pr.get(k), m, MIN_SAMPLES["precision_recall"]) for k in ("precision", "recall")}
 
     if domain_encoder is None:
