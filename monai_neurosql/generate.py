@@ -13,7 +13,7 @@ from .latent_bank import group_positions
 from .lattice import QuantileLattice
 from .losses import SSIML1Loss
 
-__all__ = ["decode", "device_of", "embed", "eval_mode", "generate", "labels_tensor"]
+__all__ = ["decode", "device_of", "embed", "eval_mode", "generate", "inference_layout", "labels_tensor"]
 
 
 @contextlib.contextmanager
@@ -25,6 +25,39 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         yield module
     finally:
         module.train(was_training)
+
+
+#: Memory format of the fast inference layout per number of spatial dims (see :func:`inference_layout`).
+_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+@contextlib.contextmanager
+def inference_layout(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Temporarily store ``module``'s weights channels-last, the layout oneDNN's CPU convolutions run fastest in.
+
+    Forward passes give the same values to float rounding (max difference 1e-7 .. 7e-7 on the package's
+    generators) and run 1.3-1.7x faster on the CPU (``G(Q)`` of the assignment, sampling: docs/benchmarks.md,
+    "Speed"). The weights are converted in place (the parameters stay the same objects, so optimizers and
+    checkpoints are unaffected) and converted back on exit, also on an exception.
+
+    Args:
+        module: a network with a ``spatial_dims`` attribute of 2 or 3 (the package's generators); others are left
+            as they are.
+        enabled: ``False``: do nothing. The layout changes only when ``module`` lives on the CPU (on CUDA it was
+            not measured) and every convolution weight is stored contiguous (a model already laid out by its
+            owner is left alone).
+    """
+    fmt = _CHANNELS_LAST.get(getattr(module, "spatial_dims", None))
+    weights = [p for p in module.parameters() if p.dim() in (4, 5)]
+    applies = enabled and fmt is not None and weights and device_of(module).type == "cpu"
+    if not applies or not all(p.is_contiguous() for p in weights):
+        yield module
+        return
+    module.to(memory_format=fmt)
+    try:
+        yield module
+    finally:
+        module.to(memory_format=torch.contiguous_format)
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -65,6 +98,7 @@ def decode(
     labels: int | Sequence[int] | torch.Tensor | None = None,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """``G(codes)`` in eval mode, in batches: ``(N, d) -> N x C x [SPATIAL]`` on ``device`` (default: G's).
 
@@ -74,6 +108,8 @@ def decode(
         labels: class per code (or one class for all) for class-conditional generators.
         batch_size: codes per forward pass.
         device: where the images are returned; the forward passes run on the generator's device.
+        channels_last: on the CPU, run the passes with the weights channels-last (:func:`inference_layout`:
+            the same images to float rounding, 1.3-1.7x faster); ``False``: as stored.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -81,11 +117,11 @@ def decode(
     out_device = run_on if device is None else torch.device(device)
     labels_t = labels_tensor(labels, codes.shape[0])
     chunks = []
-    with eval_mode(generator):
+    with eval_mode(generator), inference_layout(generator, channels_last):
         for start in range(0, codes.shape[0], batch_size):
             z = codes[start : start + batch_size].to(run_on, torch.float32)
             lab = None if labels_t is None else labels_t[start : start + batch_size].to(run_on)
-            chunks.append(generator(z, lab).float().to(out_device))
+            chunks.append(generator(z, lab).float().to(out_device).contiguous())
     if not chunks:
         raise ValueError("decode needs at least one code.")
     return torch.cat(chunks)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from monai_neurosql import QuantileLattice, SSIML1Loss, pairwise_cost
-from monai_neurosql.generate import decode, embed, generate
+from monai_neurosql.generate import decode, embed, generate, inference_layout
 from monai_neurosql.networks import ConvGenerator
 
 
@@ -61,3 +61,34 @@ def test_embed_searches_the_lattice_under_the_given_loss():
         torch.testing.assert_close(embed(net, images, lattice, steps=0, loss_function=loss), expected)
     small = embed(net, images, lattice, steps=0, loss_function=SSIML1Loss(2, win_size=5, reduction="none"))
     assert not torch.equal(small, embed(net, images, lattice, steps=0))  # the window changes the best points
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_decode_channels_last_gives_the_same_images_and_restores_the_weights(spatial_dims):
+    torch.manual_seed(0)
+    net = ConvGenerator(spatial_dims, 4, spatial_size=8, channels=(16, 8))
+    params = list(net.parameters())
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    codes = torch.randn(6, 4)
+    fast = decode(net, codes, batch_size=4)
+    plain = decode(net, codes, batch_size=4, channels_last=False)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+    assert fast.is_contiguous() and net.training
+    # the weights are the same objects, stored as before, and still the optimizer's
+    assert all(p is q and p.is_contiguous() for p, q in zip(net.parameters(), params))
+    assert all(p is q for p, q in zip(optimizer.param_groups[0]["params"], params))
+    with inference_layout(net) as inner:  # channels-last inside the context
+        assert inner is net and not all(p.is_contiguous() for p in net.parameters() if p.dim() > 2)
+    assert all(p.is_contiguous() for p in net.parameters())
+    # a model its owner keeps channels-last stays so
+    fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+    net.to(memory_format=fmt)
+    decode(net, codes)
+    assert not all(p.is_contiguous() for p in net.parameters() if p.dim() > 2)
+
+
+def test_inference_layout_restores_the_weights_after_an_exception():
+    net = _net()
+    with pytest.raises(RuntimeError, match="boom"), inference_layout(net):
+        raise RuntimeError("boom")
+    assert all(p.is_contiguous() for p in net.parameters())
