@@ -27,20 +27,16 @@ VALIDATION_COST = "ssim_l1"
 def validation_settings(settings: AssignmentSettings | Mapping[str, Any] | None = None) -> AssignmentSettings:
     """The settings of a held-out validation cost, with the cost kind :data:`VALIDATION_COST` unless one is named.
 
-    ``None`` gives the defaults with ``cost=VALIDATION_COST``; a dict without a ``"cost"`` key (bundle JSON, e.g.
-    ``{"method": "greedy"}``) gets ``cost=VALIDATION_COST`` too; a dict naming a cost, or an
-    :class:`~monai_neurosql.assignment.AssignmentSettings` instance, is used as given. The training assignment's
-    default cost is ``"l2"`` (cheap, measured as good for sample quality); the validation cost keeps measuring in the
-    training loss unless a caller asks for another cost explicitly.
+    Settings that name no cost (``None``, a dict without ``"cost"`` such as bundle JSON's ``{"method": "greedy"}``,
+    or an :class:`~monai_neurosql.assignment.AssignmentSettings` built without ``cost``) get
+    ``cost=VALIDATION_COST``; settings naming a cost are used as given. The training assignment's default cost is
+    ``"l2"`` (cheap, measured as good for sample quality); the validation cost keeps measuring in the training loss
+    unless a caller asks for another cost explicitly.
 
     Raises:
         ValueError, TypeError: as :meth:`AssignmentSettings.coerce <monai_neurosql.assignment.AssignmentSettings.coerce>`.
     """
-    if settings is None:
-        return AssignmentSettings(cost=VALIDATION_COST)
-    if isinstance(settings, Mapping) and "cost" not in settings:
-        settings = {**settings, "cost": VALIDATION_COST}
-    return AssignmentSettings.coerce(settings)
+    return AssignmentSettings.coerce(settings).with_default_cost(VALIDATION_COST)
 
 
 @torch.no_grad()

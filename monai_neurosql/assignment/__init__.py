@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from .auction import AuctionResult, auction_assignment, sparse_auction_assignment
 from .images import collect_images
-from .settings import DEFAULT_MAX_DENSE_BYTES, AssignmentSettings
+from .settings import ASSIGNMENT_COST, DEFAULT_MAX_DENSE_BYTES, AssignmentSettings
 from .solvers import ASSIGNMENT_METHODS, assignment_cost, solve_assignment
 from .sparse import sparse_certified_assignment
 from .step import assign_codes
 
 __all__ = [
+    "ASSIGNMENT_COST",
     "ASSIGNMENT_METHODS",
     "DEFAULT_MAX_DENSE_BYTES",
     "AssignmentSettings",

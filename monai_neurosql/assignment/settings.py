@@ -13,7 +13,11 @@ from ..cost import COST_KINDS, DEFAULT_MAX_BYTES, pairwise_cost
 from ..losses import SSIML1Loss
 from .solvers import ASSIGNMENT_METHODS
 
-__all__ = ["DEFAULT_MAX_DENSE_BYTES", "AssignmentSettings"]
+__all__ = ["ASSIGNMENT_COST", "DEFAULT_MAX_DENSE_BYTES", "AssignmentSettings"]
+
+#: Cost kind of the training assignment when the settings name none (``cost=None``): the mean squared difference,
+#: measured best for users (docs/benchmarks.md, "Speed"); the paper's is ``"ssim_l1"``.
+ASSIGNMENT_COST = "l2"
 
 #: Largest dense cost matrix built before switching to sparse candidates (bytes; 4 GiB = 32k x 32k float32).
 DEFAULT_MAX_DENSE_BYTES = 4 * 2**30
@@ -34,7 +38,11 @@ class AssignmentSettings:
         method: solver, one of :data:`~monai_neurosql.assignment.ASSIGNMENT_METHODS`. Default ``"hungarian"``
             (exact).
         momentum: ``rho`` of the update ``Z <- rho Q[pi] + (1 - rho) Z``, in ``(0, 1]``. Default 0.7 (paper).
-        cost: cost kind of the assignment, one of :data:`~monai_neurosql.COST_KINDS`. Default ``"l2"`` (mean
+        cost: cost kind of the assignment, one of :data:`~monai_neurosql.COST_KINDS`, or ``None`` (default): the
+            default of the place the settings are used, filled in there by :meth:`with_default_cost`, so that a
+            settings object and the dict of the same fields mean the same: the training assignment (the handler, :func:`assign_codes`) uses
+            :data:`ASSIGNMENT_COST` ``"l2"``, the held-out validation cost the training loss ``"ssim_l1"``
+            (:data:`~monai_neurosql.validation.VALIDATION_COST`). ``"l2"`` (mean
             squared difference: one matrix product, 400-1000x cheaper per pair than ``"ssim_l1"`` at 28-128 px),
             measured within seed noise of the paper's ``"ssim_l1"`` in sample quality at 28 px (``docs/benchmarks.md``,
             speed section; the 64/128 px gate is still to run); the training loss stays SSIM+L1 either way. ``"ssim_l1"`` is the paper's setting
@@ -66,7 +74,7 @@ class AssignmentSettings:
 
     method: str = "hungarian"
     momentum: float = 0.7
-    cost: str = "l2"
+    cost: str | None = None
     loss: SSIML1Loss | None = None
     max_cost_bytes: int = DEFAULT_MAX_BYTES
     decode_batch_size: int = 256
@@ -78,8 +86,8 @@ class AssignmentSettings:
     def __post_init__(self) -> None:
         if self.method not in ASSIGNMENT_METHODS:
             raise ValueError(f"method must be one of {ASSIGNMENT_METHODS}, got {self.method!r}.")
-        if self.cost not in COST_KINDS:
-            raise ValueError(f"cost must be one of {COST_KINDS}, got {self.cost!r}.")
+        if self.cost is not None and self.cost not in COST_KINDS:
+            raise ValueError(f"cost must be one of {COST_KINDS} or None (the caller's default), got {self.cost!r}.")
         if not 0.0 < self.momentum <= 1.0:
             raise ValueError(f"momentum must lie in (0, 1], got {self.momentum}.")
         if self.loss is not None and not isinstance(self.loss, SSIML1Loss):
@@ -116,6 +124,11 @@ class AssignmentSettings:
             return self
         return dataclasses.replace(self, loss=loss)
 
+    def with_default_cost(self, cost: str) -> AssignmentSettings:
+        """These settings with ``cost`` when they name none (``cost=None``); otherwise unchanged."""
+        return self if self.cost is not None else dataclasses.replace(self, cost=cost)
+
     def cost_matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``(m, k)`` costs ``l(x_i, y_k)`` under these settings (:func:`~monai_neurosql.pairwise_cost`)."""
-        return pairwise_cost(x, y, kind=self.cost, loss=self.loss, max_bytes=self.max_cost_bytes)
+        """``(m, k)`` costs ``l(x_i, y_k)`` under these settings (:func:`~monai_neurosql.pairwise_cost`; no cost
+        named: :data:`ASSIGNMENT_COST`)."""
+        return pairwise_cost(x, y, kind=self.cost or ASSIGNMENT_COST, loss=self.loss, max_bytes=self.max_cost_bytes)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..distributed import broadcast, gather_rows, sum_over_ranks, world
 from ..generate import decode
 from ..latent_bank import group_positions
-from .settings import AssignmentSettings
+from .settings import ASSIGNMENT_COST, AssignmentSettings
 from .solvers import assignment_cost, solve_assignment
 from .sparse import sparse_certified_assignment
 
@@ -215,7 +215,7 @@ def assign_codes(
         stats = assign_codes(generator, bank, images, settings={"method": "greedy", "momentum": 1.0})
     """
     start = time.perf_counter()
-    settings = AssignmentSettings.coerce(settings)
+    settings = AssignmentSettings.coerce(settings).with_default_cost(ASSIGNMENT_COST)
     full = lattice_subset is None if full is None else full
     rows = torch.arange(bank.n) if rows is None else torch.as_tensor(rows).long()
     rows_bank = rows.to(bank.data_groups.device)

@@ -15,7 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.utils import convert_to_tensor
 
-from ..assignment import AssignmentSettings, assign_codes, collect_images
+from ..assignment import ASSIGNMENT_COST, AssignmentSettings, assign_codes, collect_images
 from ..distributed import broadcast, gather_rows, world
 from ..engines.events import AssignmentEvents
 from ..latent_bank import group_positions
@@ -134,7 +134,7 @@ class QuantileAssignmentHandler:
         self.max_every_n_epochs = int(max_every)
         self.interval = every_n_epochs  # epochs from the last full assignment to the next (adaptive schedule)
         self.every_n_iterations = every_n_iterations
-        self.settings = AssignmentSettings.coerce(settings)
+        self.settings = AssignmentSettings.coerce(settings).with_default_cost(ASSIGNMENT_COST)
         self.init = init
         self.cache_images = cache_images
         self.image_key, self.index_key = image_key, index_key

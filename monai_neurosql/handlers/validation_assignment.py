@@ -34,10 +34,11 @@ class ValidationAssignmentCost:
         every_n_epochs: how often to evaluate. Default 1.
         metric_name: key in ``engine.state.metrics``. Default ``"val_assignment_cost"``.
         settings: :class:`~monai_neurosql.assignment.AssignmentSettings` or a dict of its fields (solver, cost,
-            decode batch size). Default (``None``), or a dict naming no cost: exact solver on the SSIM+L1 cost, the training loss
+            decode batch size). Settings that name no cost (``None``, ``{"method": "greedy"}``,
+            ``AssignmentSettings(method="greedy")``) validate on the SSIM+L1 cost, the training loss
             (:data:`~monai_neurosql.validation.VALIDATION_COST`), even though the training assignment's default
             cost is ``"l2"``: early stopping and the best model are judged in the loss the generator is trained
-            on. Settings that name a cost (or an ``AssignmentSettings`` instance) are used as given.
+            on. Settings that name a cost are used as given. Default: exact solver, SSIM+L1.
         seed: seed of the validation lattice and of the subset below.
         max_images: evaluate a fixed random subset of at most this many images (the cost matrix is
             ``max_images^2``); ``None`` uses all.

@@ -4,16 +4,19 @@ import pytest
 import torch
 
 from monai_neurosql import AssignmentSettings, SSIML1Loss, pairwise_cost
-from monai_neurosql.assignment import DEFAULT_MAX_DENSE_BYTES
+from monai_neurosql.assignment import ASSIGNMENT_COST, DEFAULT_MAX_DENSE_BYTES
 
 
 def test_coerce_from_none_dict_and_instance():
     assert AssignmentSettings.coerce(None) == AssignmentSettings()
     settings = AssignmentSettings.coerce({"method": "greedy", "momentum": 0.5, "candidates": 16})
     assert (settings.method, settings.momentum, settings.candidates) == ("greedy", 0.5, 16)
-    # the L2 assignment cost is the default (issue 13: as good for samples, far cheaper); the paper's is one option away
-    assert settings.max_dense_bytes == DEFAULT_MAX_DENSE_BYTES and settings.cost == "l2"
-    assert AssignmentSettings(cost="ssim_l1").cost == "ssim_l1"
+    # no cost named: the place of use fills its default (the training assignment: L2, issue 13)
+    assert settings.max_dense_bytes == DEFAULT_MAX_DENSE_BYTES and settings.cost is None
+    assert settings.with_default_cost("l2").cost == "l2" == ASSIGNMENT_COST
+    assert AssignmentSettings(cost="ssim_l1").with_default_cost("l2").cost == "ssim_l1"
+    with pytest.raises(ValueError, match="cost must be one of"):
+        AssignmentSettings(cost="ssim")
     assert AssignmentSettings.coerce(settings) is settings
 
 

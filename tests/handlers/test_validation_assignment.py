@@ -6,9 +6,9 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from monai_neurosql import SSIML1Loss
+from monai_neurosql import AssignmentSettings, SSIML1Loss
 from monai_neurosql.data import assignment_loader
-from monai_neurosql.handlers import ValidationAssignmentCost
+from monai_neurosql.handlers import QuantileAssignmentHandler, ValidationAssignmentCost
 from monai_neurosql.validation import heldout_assignment_cost
 from tests.handlers.tiny_trainer import TRAIN_LOSS, make_tiny
 from tests.helpers import indexed_dataset, shapes
@@ -89,3 +89,7 @@ def test_the_validation_cost_measures_the_training_loss_by_default(tiny):
     assert default == ssim_l1 and abs(default - l2) > 1e-3
     assert ValidationAssignmentCost([{"image": images}], settings={"cost": "l2"}).settings.cost == "l2"
     assert ValidationAssignmentCost([{"image": images}], settings={"method": "greedy"}).settings.cost == "ssim_l1"
+    # a settings object naming no cost means what the dict of the same fields means (it validated on L2 before)
+    greedy = AssignmentSettings(method="greedy")
+    assert ValidationAssignmentCost([{"image": images}], settings=greedy).settings.cost == "ssim_l1"
+    assert QuantileAssignmentHandler([{"image": images, "index": 0}], settings=greedy).settings.cost == "l2"
