@@ -84,7 +84,7 @@ for step in assignment.history:
 # ## 3. Generate: sampled-z mode (z from the lattice's prior), seeded; NIfTI files and a PNG grid
 
 # %%
-out = write_synthetic(generator, 16, bank.lattice, WORK / "synthetic", seed=0, spacing=None)
+out = write_synthetic(generator, 16, bank.lattice, WORK / "synthetic", seed=0, spacing=None, overwrite=True)
 print("wrote", len(out["files"]), "NIfTI files and", out["grid"])
 real = torch.stack([train_ds[i]["image"] for i in range(8)])
 fake = generate(generator, 8, bank.lattice, seed=1)
