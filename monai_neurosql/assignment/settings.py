@@ -44,8 +44,9 @@ class AssignmentSettings:
             :data:`ASSIGNMENT_COST` ``"l2"``, the held-out validation cost the training loss ``"ssim_l1"``
             (:data:`~monai_neurosql.validation.VALIDATION_COST`). ``"l2"`` (mean
             squared difference: one matrix product, 400-1000x cheaper per pair than ``"ssim_l1"`` at 28-128 px),
-            measured within seed noise of the paper's ``"ssim_l1"`` in sample quality at 28 px (``docs/benchmarks.md``,
-            speed section; the 64/128 px gate is still to run); the training loss stays SSIM+L1 either way. ``"ssim_l1"`` is the paper's setting
+            measured within seed noise of the paper's ``"ssim_l1"`` in sample quality at 28 px and 64 px
+            (``docs/benchmarks.md``, speed section: Fashion-MNIST and the demo brains, 3 seeds, domain-feature KID;
+            128 px not yet run); the training loss stays SSIM+L1 either way. ``"ssim_l1"`` is the paper's setting
             (Algorithm 1 uses the training loss in both steps): ``AssignmentSettings(cost="ssim_l1")``.
         loss: the :class:`~monai_neurosql.SSIML1Loss` whose window, constants and weight define ``"ssim_l1"``.
             ``None`` (default): the trainer's loss, filled in by the handlers (:meth:`with_loss`), so that the
