@@ -35,9 +35,10 @@ _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 def inference_layout(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     """Temporarily store ``module``'s weights channels-last, the layout oneDNN's CPU convolutions run fastest in.
 
-    Forward passes give the same values to float rounding (max difference 1e-7 .. 7e-7 on the package's
-    generators) and run 1.3-1.7x faster on the CPU (``G(Q)`` of the assignment, sampling: docs/benchmarks.md,
-    "Speed"). The weights are converted in place (the parameters stay the same objects, so optimizers and
+    Forward passes give the same values to float rounding (max difference 6e-8 .. 7e-7 on the package's
+    generators) and run faster on the CPU: 1.4-2.1x for the ConvGenerator at 28-128 px, 1.7x for the ResNet
+    generator, 1.6x in 3D, about neutral for the FiLM U-Net (``G(Q)`` of the assignment, sampling;
+    ``benchmarks/bench_decode_layout.py``, docs/benchmarks.md "Speed"). The weights are converted in place (the parameters stay the same objects, so optimizers and
     checkpoints are unaffected) and converted back on exit, also on an exception.
 
     Args:
@@ -109,7 +110,7 @@ def decode(
         batch_size: codes per forward pass.
         device: where the images are returned; the forward passes run on the generator's device.
         channels_last: on the CPU, run the passes with the weights channels-last (:func:`inference_layout`:
-            the same images to float rounding, 1.3-1.7x faster); ``False``: as stored.
+            the same images to float rounding, up to 2x faster); ``False``: as stored.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
