@@ -23,19 +23,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import log, machine_lines, markdown_table
 
+from monai_neurosql.benchmark.cells import build_generator
 from monai_neurosql.generate import decode
-from monai_neurosql.networks import ConvGenerator, FiLMUNetGenerator, ResNetGenerator
+from monai_neurosql.networks import ConvGenerator
 
 
 def cases(quick: bool) -> list[tuple[str, torch.nn.Module]]:
-    """``(name, generator)`` at the benchmark's widths (``monai_neurosql.benchmark.cells.build_generator``)."""
-    conv = {"channels": (256, 128, 64, 32)}
+    """``(name, generator)``: the 2D generators exactly as the benchmark builds them
+    (:func:`monai_neurosql.benchmark.cells.build_generator`, latent 16), and a narrower 3D ConvGenerator."""
     sizes = (28,) if quick else (28, 64, 128)
-    out = [(f"ConvGenerator 2D {s} px", ConvGenerator(2, 16, spatial_size=s, **conv)) for s in sizes]
+    out = [(f"ConvGenerator 2D {s} px", build_generator("conv", 2, 16, 1, s)) for s in sizes]
     if not quick:
         out += [
-            ("ResNetGenerator 2D 64 px", ResNetGenerator(2, 16, spatial_size=64, channels=(128, 128, 64, 32))),
-            ("FiLMUNetGenerator 2D 64 px", FiLMUNetGenerator(2, 16, spatial_size=64, channels=(32, 64, 128))),
+            ("ResNetGenerator 2D 64 px", build_generator("resnet", 2, 16, 1, 64)),
+            ("FiLMUNetGenerator 2D 64 px", build_generator("film_unet", 2, 16, 1, 64)),
             ("ConvGenerator 3D 32^3", ConvGenerator(3, 16, spatial_size=32, channels=(64, 32, 16))),
         ]
     return out
