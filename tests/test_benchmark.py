@@ -46,6 +46,9 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     assert "| tiny | epochs | neurosql | conv | 2 | default |" in report and "| tiny | control | noise |" in report
     assert "Control check:" in report and "n<min (60<512)" in report
     assert (out / "domain_encoder.pt").is_file() and list(out.glob("comparison_tiny_*.png"))
+    paired = _read(out / "paired.csv")  # NeuroSQL against the GAN of the same seed, with the SE of the difference
+    assert [(r["a"], r["b"]) for r in paired] == [("neurosql/default/epochs", "gan/default/epochs")]
+    assert float(paired[0]["se"]) > 0 and "Paired KID differences" in report
     assert sorted(p.name for p in data_dir.iterdir()) == ["tiny.npz"]  # nothing written next to the data
     # a second call finds every cell done; another protocol adds its own cells
     assert len(benchmark.main(args)) == 2
@@ -122,3 +125,45 @@ def test_classical_augmentation_shifts_by_a_tenth_of_the_image():
     grid = torch.arange(28.0)
     centre_x = (moved.sum(2) * grid).sum(-1).squeeze(1) / moved.sum((2, 3)).squeeze(1)
     assert moved.shape == image.shape and (centre_x - 13.5).abs().max() > 1.5
+
+
+def _paired_rows(tmp_path, specs):
+    """Benchmark rows whose cells hold ``samples.npz`` drawn around a given mean (features = the pixels)."""
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for i, (model, variant, protocol, seed, shift) in enumerate(specs):
+        cell_dir = tmp_path / f"cell{i}"
+        cell_dir.mkdir()
+        np.savez(cell_dir / "samples.npz", images=(torch.randn(120, 1, 2, 2, generator=g) + shift).numpy())
+        rows.append({"dataset": "d", "backbone": "conv", "latent_size": "16", "conditional": "False", "seed": str(seed),
+                     "model": model, "variant": variant, "protocol": protocol, "cell_dir": str(cell_dir)})
+    return rows
+
+
+def test_paired_comparisons_anchor_on_neurosql_of_the_same_seed_and_resolve_clear_differences(tmp_path):
+    from monai_neurosql.benchmark import paired
+
+    specs = [("neurosql", "paper", "epochs", 0, 0.0), ("neurosql", "default", "epochs", 0, 0.0),
+             ("vae", "default", "epochs", 0, 1.5), ("gan", "default", "wallclock", 0, 0.05),
+             ("neurosql", "paper", "epochs", 1, 0.0), ("vae", "default", "epochs", 1, 1.5),
+             ("gan", "default", "epochs", 2, 0.0)]  # no NeuroSQL of seed 2: no pair
+    rows = _paired_rows(tmp_path, specs)
+    pairs = [(paired._name(a), paired._name(b), a["seed"]) for a, b in paired.comparison_pairs(rows)]
+    assert pairs == [("neurosql/default/epochs", "neurosql/paper/epochs", "0"),
+                     ("neurosql/default/epochs", "vae/default/epochs", "0"),
+                     ("neurosql/default/epochs", "gan/default/wallclock", "0"),  # wall-clock: NeuroSQL's epochs row
+                     ("neurosql/paper/epochs", "vae/default/epochs", "1")]  # no default variant: the first one
+    reference = torch.randn(120, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    scored = paired.paired_kid_rows(rows, reference, lambda x: x.flatten(1))
+    verdicts = {(r["b"], r["seed"]): r["verdict"] for r in scored}
+    assert verdicts[("vae/default/epochs", "0")] == "a closer" and verdicts[("vae/default/epochs", "1")] == "a closer"
+    assert verdicts[("neurosql/paper/epochs", "0")] == "not resolved"  # the same distribution
+    table = paired.paired_table(scored)
+    vae_line = next(line for line in table.splitlines() if "| neurosql/default/epochs | vae/default/epochs |" in line)
+    assert vae_line.endswith("| 1 / 0 / 0 |") and "s0: -" in vae_line
+    assert len(table.splitlines()) == 2 + 4
+    (tmp_path / "cell2" / "samples.npz").unlink()  # a cell without samples is skipped, not an error
+    assert [r["b"] for r in paired.paired_kid_rows(rows[:4], reference, lambda x: x.flatten(1))] == [
+        "neurosql/paper/epochs", "gan/default/wallclock"]
+    few = paired.paired_kid_rows(rows[:2], reference[:30], lambda x: x.flatten(1))
+    assert {r["verdict"] for r in few} == {"n<min"} and "s0: n<min (30<50)" in paired.paired_table(few)

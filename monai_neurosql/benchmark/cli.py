@@ -21,7 +21,9 @@ Steps, each resumable (an interrupted sweep redoes nothing finished):
 4. ``results.csv``: one row per cell (dataset x model x backbone x latent size x seed x variant x protocol), each
    trained in its own process; its checkpoint and scored samples under ``cells/<cell>/``.
 5. ``results.md``: mean ± std over seeds with the controls, the settings, and every metric that ranks a negative
-   control at or better than a trained model; ``comparison_*.png`` sample pictures.
+   control at or better than a trained model; ``comparison_*.png`` sample pictures; ``paired.csv`` and its table:
+   NeuroSQL against every other model of the same seed, the KID difference with its own SE
+   (:mod:`monai_neurosql.benchmark.paired`).
 
 ``--rescore`` scores the controls and every finished cell's saved samples again with the current metrics (no
 retraining), e.g. after a metric changed.
@@ -133,10 +135,10 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _write_csv(path: Path, rows: Sequence[dict], append: bool = False) -> None:
+def _write_csv(path: Path, rows: Sequence[dict], append: bool = False, fields: Sequence[str] = FIELDS) -> None:
     new = not (append and path.is_file())
     with open(path, "w" if new else "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerows(rows)
@@ -315,9 +317,11 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
             output: Path) -> None:
     from ..metrics import MIN_SAMPLES, load_domain_encoder
     from .cells import LEARNING_RATES, scored_count
+    from .paired import PAIRED_FIELDS, paired_kid_rows, paired_table
     from .tables import comparison_grids, control_report, summarize
 
-    info = load_domain_encoder(settings["encoder_path"]).info
+    encoder = load_domain_encoder(settings["encoder_path"])
+    info = encoder.info
     num = scored_count(args.num_samples, data)
     flags = control_report(rows, controls)
     text = [
@@ -339,6 +343,12 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
                              "unseen-real floor." if not flags else f"{len(flags)} order violations:"),
         *[f"- {line}" for line in flags],
     ]
+    paired = paired_kid_rows(rows, data["reference_images"], encoder)
+    if paired:
+        _write_csv(output / "paired.csv", paired, fields=PAIRED_FIELDS)
+        text += ["", ("Paired KID differences (`paired.csv`): NeuroSQL (a) against each other model (b) of the same "
+                 "seed, scored against the same test images; the SE is that of the difference, so 'a closer' "
+                 "(difference below -2 SE) is resolved evidence for that seed."), "", paired_table(paired)]
     (output / "results.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
     if rows:

@@ -11,7 +11,7 @@ from .domain_features import (
 )
 from .features import ProxyFeatureNet, extract_features, load_pretrained_weights
 from .fid import fd_imagenet_inception, fd_medicalnet, fd_radimagenet, fid, frechet_distance, proxy_fid
-from .kid import kernel_distance
+from .kid import kernel_distance, kid_difference
 from .lpips_metric import VGG16_WEIGHTS, LPIPSMetric, lpips_distance
 from .memorization import MemorizationAudit, audit_minimum, memorization_audit, nearest_neighbours
 from .precision_recall import density_coverage, precision_recall
@@ -66,6 +66,7 @@ __all__ = [
     "fid",
     "frechet_distance",
     "kernel_distance",
+    "kid_difference",
     "load_domain_encoder",
     "load_images",
     "load_pretrained_weights",

@@ -13,6 +13,7 @@ from monai_neurosql.metrics import (
     control_sets,
     density_coverage,
     kernel_distance,
+    kid_difference,
     load_domain_encoder,
     minimum_samples,
     save_domain_encoder,
@@ -162,3 +163,54 @@ def test_evaluation_report_trains_the_domain_encoder_once_and_scores_the_control
     stamp = encoder_file.stat().st_mtime_ns
     again = evaluation_report(*args, num_samples=120, domain_encoder=encoder_file, unseen_images=images["unseen"])
     assert encoder_file.stat().st_mtime_ns == stamp and again["kid"] == metrics["kid"]
+
+
+def _brute_force_difference(r, a, b):
+    from monai_neurosql.metrics import kernel_distance as kd
+
+    def diff(rr, aa, bb):
+        return kd(rr, aa)["kid"] - kd(rr, bb)["kid"]
+
+    groups = []
+    for which, f in enumerate((r, a, b)):
+        loo = []
+        for i in range(len(f)):
+            sets = [r, a, b]
+            sets[which] = torch.cat([f[:i], f[i + 1:]])
+            loo.append(diff(*sets))
+        groups.append(torch.tensor(loo, dtype=torch.float64))
+    variance = sum((len(v) - 1) / len(v) * ((v - v.mean()) ** 2).sum() for v in groups)
+    return diff(r, a, b), math.sqrt(float(variance))
+
+
+def test_kid_difference_is_the_difference_with_the_jackknife_se_of_the_difference():
+    g = torch.Generator().manual_seed(2)
+    r, a, b = torch.randn(9, 3, generator=g), torch.randn(8, 3, generator=g) + 0.5, torch.randn(10, 3, generator=g)
+    result = kid_difference(r, a, b)
+    value, se = _brute_force_difference(r, a, b)
+    assert result["difference"] == pytest.approx(value, abs=1e-10)
+    assert result["se"] == pytest.approx(se, rel=1e-8)
+    assert result["difference"] == pytest.approx(kernel_distance(r, a)["kid"] - kernel_distance(r, b)["kid"], abs=1e-10)
+    with pytest.raises(ValueError, match="at least 3"):
+        kid_difference(r, a[:2], b)
+    with pytest.raises(ValueError, match="one F"):
+        kid_difference(r, a[:, :2], b)
+
+
+def test_kid_difference_resolves_what_independent_errors_hide():
+    """Two models a little apart, a small varying reference: the paired SE predicts the spread of the difference over
+    independent draws (within 2x) and is smaller than the two KIDs' SEs combined as if independent."""
+    g = torch.Generator().manual_seed(3)
+    diffs, paired, independent = [], [], []
+    for _ in range(30):
+        r = torch.randn(40, 4, generator=g) * 1.5
+        a, b = torch.randn(200, 4, generator=g) + 0.2, torch.randn(200, 4, generator=g) + 0.5
+        result = kid_difference(r, a, b)
+        diffs.append(result["difference"])
+        paired.append(result["se"])
+        ka, kb = kernel_distance(r, a), kernel_distance(r, b)
+        independent.append(math.hypot(ka["kid_se"], kb["kid_se"]))
+    spread, mean_se = torch.tensor(diffs).std().item(), sum(paired) / len(paired)
+    assert 0.5 < mean_se / spread < 2.0
+    assert mean_se < 0.7 * sum(independent) / len(independent)
+    assert sum(diffs) / len(diffs) < -2 * spread / math.sqrt(len(diffs))  # a is closer on average

@@ -1,0 +1,132 @@
+"""Paired comparisons of the benchmark: NeuroSQL against every other model of the same seed, as the difference of
+their KIDs against the same test images with the standard error of that difference.
+
+Two models' KIDs in one run share their reference images, so the difference of the two is less noisy than the
+two SEs combined as if independent would say (:func:`monai_neurosql.metrics.kid_difference`). Each pair is read per
+seed (``a`` closer to the real images, ``b`` closer, or not resolved at 2 SE) and over seeds (mean ± std of the
+differences), which is what "NeuroSQL wins here" needs to mean.
+
+Pairs: within one (data set, backbone, latent size, conditioning, seed), the anchor is NeuroSQL (its ``default``
+variant when there is one, else its first variant in the rows) under the same protocol, or, for models run under
+the ``wallclock`` protocol (which give the other models NeuroSQL's training time), NeuroSQL's ``epochs`` row; every
+other row of the group is compared with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["PAIRED_FIELDS", "comparison_pairs", "paired_kid_rows", "paired_table"]
+
+PAIRED_FIELDS = ["dataset", "backbone", "latent_size", "conditional", "seed", "a", "b", "num_scored", "kid_a",
+                 "kid_b", "difference", "se", "verdict"]
+
+logger = logging.getLogger(__name__)
+
+
+def _name(row: Mapping[str, Any]) -> str:
+    return f"{row['model']}/{row.get('variant', 'default')}/{row.get('protocol', 'epochs')}"
+
+
+def _group(row: Mapping[str, Any]) -> tuple:
+    return (row["dataset"], row.get("backbone", ""), str(row.get("latent_size", "")), str(row.get("conditional")),
+            str(row["seed"]))
+
+
+def comparison_pairs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """``(NeuroSQL anchor, other row)`` for every row that has a NeuroSQL anchor of the same seed (module doc)."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[_group(row)].append(row)
+    pairs = []
+    for group in groups.values():
+        anchors: dict[str, Mapping[str, Any]] = {}
+        for row in group:
+            protocol = str(row.get("protocol", "epochs"))
+            if row["model"] == "neurosql" and (protocol not in anchors or row.get("variant") == "default"):
+                anchors[protocol] = row
+        for row in group:
+            protocol = str(row.get("protocol", "epochs"))
+            anchor = anchors.get(protocol) or (anchors.get("epochs") if protocol == "wallclock" else None)
+            if anchor is not None and anchor is not row:
+                pairs.append((anchor, row))
+    return pairs
+
+
+def paired_kid_rows(rows: Sequence[Mapping[str, Any]], reference: torch.Tensor,
+                    encoder: Any) -> list[dict[str, Any]]:
+    """Score every :func:`comparison_pairs` pair from the cells' saved ``samples.npz``: ``KID(a) - KID(b)`` in the
+    domain features against the first ``n`` reference images (``n`` = the smaller sample count), with its SE and a
+    verdict. Pairs whose samples are missing are skipped (logged); below KID's minimum count the difference is the
+    text ``n<min (...)``."""
+    from ..metrics import MIN_SAMPLES, extract_features, kernel_distance, kid_difference
+
+    reference_features = extract_features(encoder, reference.float())
+    cache: dict[str, torch.Tensor] = {}
+
+    def features(row: Mapping[str, Any]) -> torch.Tensor | None:
+        path = Path(str(row.get("cell_dir", ""))) / "samples.npz"
+        if str(path) not in cache:
+            if not path.is_file():
+                return None
+            cache[str(path)] = extract_features(encoder, torch.from_numpy(np.load(path)["images"]).float())
+        return cache[str(path)]
+
+    out = []
+    for a, b in comparison_pairs(rows):
+        fa, fb = features(a), features(b)
+        if fa is None or fb is None:
+            logger.info(f"paired KID: no samples.npz for {_name(a)} or {_name(b)} (seed {a['seed']}); skipped")
+            continue
+        n = min(len(fa), len(fb), len(reference_features))
+        dataset, backbone, latent, conditional, seed = _group(a)
+        row: dict[str, Any] = {"dataset": dataset, "backbone": backbone, "latent_size": latent,
+                               "conditional": conditional, "seed": seed, "a": _name(a), "b": _name(b),
+                               "num_scored": n}
+        if n < MIN_SAMPLES["kid"]:
+            text = f"n<min ({n}<{MIN_SAMPLES['kid']})"
+            row.update({"kid_a": text, "kid_b": text, "difference": text, "se": text, "verdict": "n<min"})
+        else:
+            ref, fa, fb = reference_features[:n], fa[:n], fb[:n]
+            result = kid_difference(ref, fa, fb)
+            verdict = ("a closer" if result["difference"] < -2 * result["se"] else
+                       "b closer" if result["difference"] > 2 * result["se"] else "not resolved")
+            row.update({"kid_a": kernel_distance(ref, fa)["kid"], "kid_b": kernel_distance(ref, fb)["kid"],
+                        "difference": result["difference"], "se": result["se"], "verdict": verdict})
+        out.append(row)
+    return out
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def paired_table(paired: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: one line per (data set, backbone, d, conditioning, a, b) with each seed's ``difference ± SE``,
+    the mean ± std of the differences over seeds and the per-seed verdicts counted."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in paired:
+        key = (row["dataset"], row["backbone"], str(row["latent_size"]), str(row["conditional"]), row["a"], row["b"])
+        groups[key].append(row)
+    lines = [("| dataset | backbone | d | cond | a | b | KID(a) - KID(b) ± SE, per seed | mean ± std over seeds | "
+             "a closer / b closer / not resolved (2 SE) |"), "|" + "---|" * 9]
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: str(r["seed"]))
+        numbers = [r for r in group if not str(r["difference"]).startswith("n<min")]
+        per_seed = ", ".join(
+            f"s{r['seed']}: {_fmt(float(r['difference']))} ± {_fmt(float(r['se']))}" if r in numbers
+            else f"s{r['seed']}: {r['difference']}" for r in group)
+        diffs = np.asarray([float(r["difference"]) for r in numbers])
+        mean = ("n/a" if diffs.size == 0 else _fmt(diffs.mean()) if diffs.size == 1
+                else f"{_fmt(diffs.mean())} ± {_fmt(diffs.std(ddof=1))}")
+        counts = " / ".join(str(sum(r["verdict"] == v for r in group)) for v in ("a closer", "b closer",
+                                                                                   "not resolved"))
+        lines.append(f"| {' | '.join(key)} | {per_seed} | {mean} | {counts} |")
+    return "\n".join(lines)
