@@ -47,8 +47,11 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     assert "Control check:" in report and "n<min (60<512)" in report
     assert (out / "domain_encoder.pt").is_file() and list(out.glob("comparison_tiny_*.png"))
     paired = _read(out / "paired.csv")  # NeuroSQL against the GAN of the same seed, with the SE of the difference
-    assert [(r["a"], r["b"]) for r in paired] == [("neurosql/default/epochs", "gan/default/epochs")]
-    assert float(paired[0]["se"]) > 0 and "Paired KID differences" in report
+    assert {(r["a"], r["b"]) for r in paired} == {("neurosql/default/epochs", "gan/default/epochs")}
+    assert [r["space"] for r in paired] == ["domain", "classifier", "autoencoder"]  # the cross-check spaces too
+    assert all(float(r["se"]) > 0 for r in paired) and "Paired KID differences" in report
+    assert all(float(r["kid_classifier"]) > -1 and float(r["kid_autoencoder_se"]) > 0 for r in written)
+    assert (out / "domain_encoder_classifier.pt").is_file() and (out / "domain_encoder_autoencoder.pt").is_file()
     assert sorted(p.name for p in data_dir.iterdir()) == ["tiny.npz"]  # nothing written next to the data
     # a second call finds every cell done; another protocol adds its own cells
     assert len(benchmark.main(args)) == 2
@@ -154,16 +157,34 @@ def test_paired_comparisons_anchor_on_neurosql_of_the_same_seed_and_resolve_clea
                      ("neurosql/default/epochs", "gan/default/wallclock", "0"),  # wall-clock: NeuroSQL's epochs row
                      ("neurosql/paper/epochs", "vae/default/epochs", "1")]  # no default variant: the first one
     reference = torch.randn(120, 1, 2, 2, generator=torch.Generator().manual_seed(1))
-    scored = paired.paired_kid_rows(rows, reference, lambda x: x.flatten(1))
+    spaces = {"pixels": lambda x: x.flatten(1), "brightness": lambda x: x.flatten(1).mean(1, keepdim=True)}
+    scored = paired.paired_kid_rows(rows, reference, spaces)
+    assert [r["space"] for r in scored] == ["pixels"] * 4 + ["brightness"] * 4  # every pair in every space
+    scored = [r for r in scored if r["space"] == "pixels"]
     verdicts = {(r["b"], r["seed"]): r["verdict"] for r in scored}
     assert verdicts[("vae/default/epochs", "0")] == "a closer" and verdicts[("vae/default/epochs", "1")] == "a closer"
     assert verdicts[("neurosql/paper/epochs", "0")] == "not resolved"  # the same distribution
     table = paired.paired_table(scored)
-    vae_line = next(line for line in table.splitlines() if "| neurosql/default/epochs | vae/default/epochs |" in line)
+    vae_line = next(line for line in table.splitlines()
+                    if "| neurosql/default/epochs | vae/default/epochs | pixels |" in line)
     assert vae_line.endswith("| 1 / 0 / 0 |") and "s0: -" in vae_line
     assert len(table.splitlines()) == 2 + 4
     (tmp_path / "cell2" / "samples.npz").unlink()  # a cell without samples is skipped, not an error
-    assert [r["b"] for r in paired.paired_kid_rows(rows[:4], reference, lambda x: x.flatten(1))] == [
+    assert [r["b"] for r in paired.paired_kid_rows(rows[:4], reference, {"pixels": lambda x: x.flatten(1)})] == [
         "neurosql/paper/epochs", "gan/default/wallclock"]
-    few = paired.paired_kid_rows(rows[:2], reference[:30], lambda x: x.flatten(1))
+    few = paired.paired_kid_rows(rows[:2], reference[:30], {"pixels": lambda x: x.flatten(1)})
     assert {r["verdict"] for r in few} == {"n<min"} and "s0: n<min (30<50)" in paired.paired_table(few)
+
+
+def test_results_csv_written_by_an_older_version_is_rewritten_with_todays_columns_on_resume(tmp_path):
+    from monai_neurosql.benchmark import cli
+
+    path = tmp_path / "results.csv"
+    path.write_text("dataset,model,kid,cell_dir\nd,vae,0.5,/x\n")  # an older header, without today's columns
+    cli._write_csv(path, [{"dataset": "d", "model": "gan", "kid": "0.1", "kid_classifier": "0.2"}], append=True)
+    rows = _read(path)
+    assert list(rows[0]) == cli.FIELDS
+    assert [(r["model"], r["kid"], r["kid_classifier"], r["cell_dir"]) for r in rows] == [
+        ("vae", "0.5", "", "/x"), ("gan", "0.1", "0.2", "")]
+    cli._write_csv(path, [{"dataset": "d", "model": "ddpm"}], append=True)  # same header: appended
+    assert [r["model"] for r in _read(path)] == ["vae", "gan", "ddpm"]

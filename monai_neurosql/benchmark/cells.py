@@ -77,6 +77,19 @@ def build_generator(backbone: str, spatial_dims: int, latent_size: int, out_chan
     raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}.")
 
 
+def cross_encoder_path(settings: Mapping[str, Any], kind: str) -> Path:
+    """``<output>/domain_encoder_<kind>.pt``: a cross-check space's encoder."""
+    return Path(settings["output"]) / f"domain_encoder_{kind}.pt"
+
+
+def load_cross_encoders(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``{kind: encoder}`` of the run's cross-check spaces (``settings["cross_spaces"]``) whose files exist."""
+    from ..metrics import load_domain_encoder
+
+    paths = {kind: cross_encoder_path(settings, kind) for kind in settings.get("cross_spaces", ())}
+    return {kind: load_domain_encoder(path) for kind, path in paths.items() if path.is_file()}
+
+
 def cell_key(cell: Mapping[str, Any]) -> str:
     """The cell's identity in ``results.csv`` (an interrupted sweep skips finished keys)."""
     cond = "cond" if str(cell["conditional"]) == "True" else "uncond"
@@ -308,7 +321,8 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
                         **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
     _grid(fake, out / "samples.png")
     scorer = SampleScorer(data["reference_images"], encoder=encoder, train=images,
-                          audit_samples=int(settings.get("audit_samples", 1024)))
+                          audit_samples=int(settings.get("audit_samples", 1024)),
+                          cross_encoders=load_cross_encoders(settings))
     scores = scorer(fake, png_path=out / "memorization_worst_pairs.png")
     row: dict[str, Any] = {
         **cell, "protocol": protocol, "epochs_run": round(epochs_run, 3), "best_epoch": best_epoch,
@@ -376,7 +390,8 @@ def score_controls(data: Mapping[str, Any], settings: Mapping[str, Any], seed: i
     num = scored_count(int(settings["num_samples"]), data)
     sets = control_sets(data["train_images"], data["unseen_images"], num, seed=seed)
     scorer = SampleScorer(data["reference_images"], encoder=encoder, train=data["train_images"],
-                          audit_samples=int(settings.get("audit_samples", 1024)))
+                          audit_samples=int(settings.get("audit_samples", 1024)),
+                          cross_encoders=load_cross_encoders(settings))
     out = Path(settings["output"]) / "controls"
     rows = []
     for name, images in sets.items():
@@ -423,7 +438,8 @@ def rescore_rows(rows: list[dict[str, Any]], data: Mapping[str, Any], settings: 
 
     torch.set_num_threads(int(settings["threads"]))
     scorer = SampleScorer(data["reference_images"], encoder=load_domain_encoder(settings["encoder_path"]),
-                          train=data["train_images"], audit_samples=int(settings.get("audit_samples", 1024)))
+                          train=data["train_images"], audit_samples=int(settings.get("audit_samples", 1024)),
+                          cross_encoders=load_cross_encoders(settings))
     out = []
     for row in rows:
         samples = Path(row["cell_dir"]) / "samples.npz"

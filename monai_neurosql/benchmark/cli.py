@@ -14,7 +14,9 @@ OASIS-1 volumes with ``--csv-path``). Every output goes under ``--output``, what
 Steps, each resumable (an interrupted sweep redoes nothing finished):
 
 1. ``domain_encoder.pt``: the domain feature encoder, trained once on the real training split only
-   (``--encoder-kind``), shared by every model and control.
+   (``--encoder-kind``), shared by every model and control; ``domain_encoder_<kind>.pt`` for each
+   ``--cross-spaces`` kind (default: classifier and autoencoder), in which KID is scored as a second opinion
+   (``kid_<kind>``): encoders trained for different tasks weigh blur and artefacts differently.
 2. ``controls.csv``: the control sets (unseen real images, copies of training images, Gaussian noise, the mean
    training image, blurred training images) scored like a model.
 3. ``vae_beta_selection.json``: with several ``--vae-betas``, the VAE's KL weight chosen by validation KID.
@@ -50,14 +52,15 @@ from typing import Any
 
 import torch
 
-from .cells import BACKBONES, MODELS, PROTOCOLS, VARIANTS, cell_key
+from .cells import BACKBONES, MODELS, PROTOCOLS, VARIANTS, cell_key, cross_encoder_path
 
 __all__ = ["FIELDS", "main"]
 
 FIELDS = [
     "dataset", "model", "backbone", "latent_size", "seed", "variant", "conditional", "protocol", "epochs_run",
     "best_epoch", "n_train", "params", "train_seconds", "sec_per_epoch", "peak_rss_mb", "num_scored", "domain_fid",
-    "kid", "kid_se", "precision", "recall", "density", "coverage", "proxy_fid", "ms_ssim", "ssim_random_pairs",
+    "kid", "kid_se", "kid_classifier", "kid_classifier_se", "kid_autoencoder", "kid_autoencoder_se", "kid_contrastive",
+    "kid_contrastive_se", "precision", "recall", "density", "coverage", "proxy_fid", "ms_ssim", "ssim_random_pairs",
     "near_copy_share", "share_pixel", "share_lowpass_fine", "share_lowpass_coarse", "share_domain", "fid", "fd_imagenet_inception",
     "fd_radimagenet", "fd_medicalnet", "lpips", "assign_seconds", "assign_cost_seconds", "assign_solve_seconds",
     "assign_decode_seconds", "assignments", "clf_accuracy", "clf_macro_precision", "clf_macro_recall",
@@ -93,13 +96,13 @@ def _in_child(target: Callable, data_args: tuple, *args, what: str) -> Any:
     return payload
 
 
-def _train_encoder(data: dict, settings: dict) -> dict:
+def _train_encoder(data: dict, settings: dict, kind: str, path: str) -> dict:
     from ..metrics import save_domain_encoder, train_domain_encoder
 
     torch.set_num_threads(int(settings["threads"]))
-    encoder = train_domain_encoder(data["train_images"], data["train_labels"], kind=settings["encoder_kind"],
+    encoder = train_domain_encoder(data["train_images"], data["train_labels"], kind=kind,
                                    epochs=int(settings["encoder_epochs"]), seed=0)
-    save_domain_encoder(encoder, settings["encoder_path"])
+    save_domain_encoder(encoder, path)
     return dict(encoder.info)
 
 
@@ -114,6 +117,18 @@ def _cell(data: dict, cell: dict, settings: dict) -> dict:
     from .cells import run_cell
 
     return run_cell(cell, data, settings)
+
+
+def _cross_spaces(kinds: Sequence[str], encoder_path: Path, data: dict) -> list[str]:
+    """The cross-check kinds that apply: not the domain encoder's own kind, ``classifier`` only with 2+ classes."""
+    from ..metrics import DOMAIN_ENCODER_KINDS, load_domain_encoder
+
+    unknown = set(kinds) - set(DOMAIN_ENCODER_KINDS)
+    if unknown:
+        raise ValueError(f"unknown --cross-spaces {sorted(unknown)}; known: {DOMAIN_ENCODER_KINDS}.")
+    headline = load_domain_encoder(encoder_path).info.get("kind")
+    classes = int(torch.as_tensor(data["train_labels"]).unique().numel())
+    return [k for k in dict.fromkeys(kinds) if k != headline and (k != "classifier" or classes >= 2)]
 
 
 def _rescore(data: dict, rows: list[dict], settings: dict) -> list[dict]:
@@ -136,6 +151,11 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def _write_csv(path: Path, rows: Sequence[dict], append: bool = False, fields: Sequence[str] = FIELDS) -> None:
+    if append and path.is_file():
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != list(fields):  # written by an older version: rewrite it with today's columns, rows kept
+            rows, append = _read_csv(path) + list(rows), False
     new = not (append and path.is_file())
     with open(path, "w" if new else "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
@@ -204,6 +224,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--encoder-kind", default="auto", help="domain encoder: auto, classifier, autoencoder, contrastive")
     add("--encoder-epochs", type=int, default=15)
     add("--domain-encoder", default=None, help="an existing domain_encoder.pt to reuse instead of training one")
+    add("--cross-spaces", nargs="*", default=["classifier", "autoencoder"],
+        help="other encoder kinds, trained on the same images, in which KID is scored as a second opinion "
+             "(a kind equal to the domain encoder's is skipped; 'classifier' needs 2+ classes); none: no cross-check")
     add("--fid-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (else the torch hub cache)")
     add("--imagenet-inception-weights", default=None, help="torchvision inception_v3_google-0cc3c7bd.pth")
     add("--radimagenet-weights", default=None, help="RadImageNet-ResNet50_notop.pth")
@@ -248,8 +271,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     data = _load(data_args)  # fails early on a missing data set; children reload it (cached files)
     name = data["name"]
     if not encoder_path.is_file():
-        info = _in_child(_train_encoder, data_args, settings, what="training the domain encoder")
+        info = _in_child(_train_encoder, data_args, settings, args.encoder_kind, str(encoder_path),
+                         what="training the domain encoder")
         log.info(f"domain encoder: {info}")
+    settings["cross_spaces"] = _cross_spaces(args.cross_spaces, encoder_path, data)
+    for kind in settings["cross_spaces"]:
+        path = cross_encoder_path(settings, kind)
+        if not path.is_file():
+            info = _in_child(_train_encoder, data_args, settings, kind, str(path),
+                             what=f"training the {kind} cross-check encoder")
+            log.info(f"cross-check encoder: {info}")
     controls_csv = output / "controls.csv"
     if args.rescore:
         controls_csv.unlink(missing_ok=True)
@@ -316,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, args: argparse.Namespace,
             output: Path) -> None:
     from ..metrics import MIN_SAMPLES, load_domain_encoder
-    from .cells import LEARNING_RATES, scored_count
+    from .cells import LEARNING_RATES, load_cross_encoders, scored_count
     from .paired import PAIRED_FIELDS, paired_kid_rows, paired_table
     from .tables import comparison_grids, control_report, summarize
 
@@ -343,7 +374,7 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
                              "unseen-real floor." if not flags else f"{len(flags)} order violations:"),
         *[f"- {line}" for line in flags],
     ]
-    paired = paired_kid_rows(rows, data["reference_images"], encoder)
+    paired = paired_kid_rows(rows, data["reference_images"], {"domain": encoder, **load_cross_encoders(settings)})
     if paired:
         _write_csv(output / "paired.csv", paired, fields=PAIRED_FIELDS)
         text += ["", ("Paired KID differences (`paired.csv`): NeuroSQL (a) against each other model (b) of the same "

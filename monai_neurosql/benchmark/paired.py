@@ -25,8 +25,8 @@ import torch
 
 __all__ = ["PAIRED_FIELDS", "comparison_pairs", "paired_kid_rows", "paired_table"]
 
-PAIRED_FIELDS = ["dataset", "backbone", "latent_size", "conditional", "seed", "a", "b", "num_scored", "kid_a",
-                 "kid_b", "difference", "se", "verdict"]
+PAIRED_FIELDS = ["dataset", "backbone", "latent_size", "conditional", "seed", "space", "a", "b", "num_scored",
+                 "kid_a", "kid_b", "difference", "se", "verdict"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,47 +61,59 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[st
 
 
 def paired_kid_rows(rows: Sequence[Mapping[str, Any]], reference: torch.Tensor,
-                    encoder: Any) -> list[dict[str, Any]]:
-    """Score every :func:`comparison_pairs` pair from the cells' saved ``samples.npz``: ``KID(a) - KID(b)`` in the
-    domain features against the first ``n`` reference images (``n`` = the smaller sample count), with its SE and a
-    verdict. Pairs whose samples are missing are skipped (logged); below KID's minimum count the difference is the
-    text ``n<min (...)``."""
-    from ..metrics import MIN_SAMPLES, extract_features, kernel_distance, kid_difference
+                    encoders: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Score every :func:`comparison_pairs` pair from the cells' saved ``samples.npz`` in each feature space of
+    ``encoders`` (``{space name: encoder}``): ``KID(a) - KID(b)`` against the first ``n`` reference images (``n`` =
+    the smaller sample count), with its SE and a verdict. Pairs whose samples are missing are skipped (logged);
+    below KID's minimum count the difference is the text ``n<min (...)``."""
+    from ..metrics import extract_features
 
-    reference_features = extract_features(encoder, reference.float())
-    cache: dict[str, torch.Tensor] = {}
+    images: dict[str, torch.Tensor | None] = {}
 
-    def features(row: Mapping[str, Any]) -> torch.Tensor | None:
+    def samples(row: Mapping[str, Any]) -> torch.Tensor | None:
         path = Path(str(row.get("cell_dir", ""))) / "samples.npz"
-        if str(path) not in cache:
-            if not path.is_file():
-                return None
-            cache[str(path)] = extract_features(encoder, torch.from_numpy(np.load(path)["images"]).float())
-        return cache[str(path)]
+        if str(path) not in images:
+            images[str(path)] = torch.from_numpy(np.load(path)["images"]).float() if path.is_file() else None
+        return images[str(path)]
 
-    out = []
+    pairs = []
     for a, b in comparison_pairs(rows):
-        fa, fb = features(a), features(b)
-        if fa is None or fb is None:
+        if samples(a) is None or samples(b) is None:
             logger.info(f"paired KID: no samples.npz for {_name(a)} or {_name(b)} (seed {a['seed']}); skipped")
-            continue
-        n = min(len(fa), len(fb), len(reference_features))
-        dataset, backbone, latent, conditional, seed = _group(a)
-        row: dict[str, Any] = {"dataset": dataset, "backbone": backbone, "latent_size": latent,
-                               "conditional": conditional, "seed": seed, "a": _name(a), "b": _name(b),
-                               "num_scored": n}
-        if n < MIN_SAMPLES["kid"]:
-            text = f"n<min ({n}<{MIN_SAMPLES['kid']})"
-            row.update({"kid_a": text, "kid_b": text, "difference": text, "se": text, "verdict": "n<min"})
         else:
-            ref, fa, fb = reference_features[:n], fa[:n], fb[:n]
-            result = kid_difference(ref, fa, fb)
-            verdict = ("a closer" if result["difference"] < -2 * result["se"] else
-                       "b closer" if result["difference"] > 2 * result["se"] else "not resolved")
-            row.update({"kid_a": kernel_distance(ref, fa)["kid"], "kid_b": kernel_distance(ref, fb)["kid"],
-                        "difference": result["difference"], "se": result["se"], "verdict": verdict})
-        out.append(row)
+            pairs.append((a, b))
+    out = []
+    for space, encoder in encoders.items():
+        reference_features = extract_features(encoder, reference.float())
+        features = {key: extract_features(encoder, value) for key, value in images.items() if value is not None}
+        for a, b in pairs:
+            out.append(_paired_row(a, b, space, reference_features,
+                                   features[str(Path(str(a["cell_dir"])) / "samples.npz")],
+                                   features[str(Path(str(b["cell_dir"])) / "samples.npz")]))
     return out
+
+
+def _paired_row(a: Mapping[str, Any], b: Mapping[str, Any], space: str, reference_features: torch.Tensor,
+                fa: torch.Tensor, fb: torch.Tensor) -> dict[str, Any]:
+    """``KID(a) - KID(b)`` of one pair in one space, with its SE and verdict (or ``n<min``)."""
+    from ..metrics import MIN_SAMPLES, kernel_distance, kid_difference
+
+    n = min(len(fa), len(fb), len(reference_features))
+    dataset, backbone, latent, conditional, seed = _group(a)
+    row: dict[str, Any] = {"dataset": dataset, "backbone": backbone, "latent_size": latent,
+                           "conditional": conditional, "seed": seed, "space": space, "a": _name(a),
+                           "b": _name(b), "num_scored": n}
+    if n < MIN_SAMPLES["kid"]:
+        text = f"n<min ({n}<{MIN_SAMPLES['kid']})"
+        row.update({"kid_a": text, "kid_b": text, "difference": text, "se": text, "verdict": "n<min"})
+    else:
+        ref, fa, fb = reference_features[:n], fa[:n], fb[:n]
+        result = kid_difference(ref, fa, fb)
+        verdict = ("a closer" if result["difference"] < -2 * result["se"] else
+                   "b closer" if result["difference"] > 2 * result["se"] else "not resolved")
+        row.update({"kid_a": kernel_distance(ref, fa)["kid"], "kid_b": kernel_distance(ref, fb)["kid"],
+                    "difference": result["difference"], "se": result["se"], "verdict": verdict})
+    return row
 
 
 def _fmt(value: float) -> str:
@@ -109,15 +121,17 @@ def _fmt(value: float) -> str:
 
 
 def paired_table(paired: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: one line per (data set, backbone, d, conditioning, a, b) with each seed's ``difference ± SE``,
-    the mean ± std of the differences over seeds and the per-seed verdicts counted."""
+    """Markdown: one line per (data set, backbone, d, conditioning, a, b, feature space) with each seed's
+    ``difference ± SE``, the mean ± std of the differences over seeds and the per-seed verdicts counted."""
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    spaces = list(dict.fromkeys(str(row.get("space", "domain")) for row in paired))
     for row in paired:
-        key = (row["dataset"], row["backbone"], str(row["latent_size"]), str(row["conditional"]), row["a"], row["b"])
+        key = (row["dataset"], row["backbone"], str(row["latent_size"]), str(row["conditional"]), row["a"], row["b"],
+               str(row.get("space", "domain")))
         groups[key].append(row)
-    lines = [("| dataset | backbone | d | cond | a | b | KID(a) - KID(b) ± SE, per seed | mean ± std over seeds | "
-             "a closer / b closer / not resolved (2 SE) |"), "|" + "---|" * 9]
-    for key in sorted(groups):
+    lines = [("| dataset | backbone | d | cond | a | b | space | KID(a) - KID(b) ± SE, per seed | mean ± std over seeds "
+              "| a closer / b closer / not resolved (2 SE) |"), "|" + "---|" * 10]
+    for key in sorted(groups, key=lambda k: (*k[:6], spaces.index(k[6]))):
         group = sorted(groups[key], key=lambda r: str(r["seed"]))
         numbers = [r for r in group if not str(r["difference"]).startswith("n<min")]
         per_seed = ", ".join(

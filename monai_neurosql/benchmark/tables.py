@@ -19,7 +19,9 @@ __all__ = ["HEADLINE", "comparison_grids", "control_report", "summarize"]
 #: The headline columns, in order: (row key, header). Optional columns appear only when some row has them.
 HEADLINE = [
     ("epochs_run", "epochs"), ("best_epoch", "best epoch"),
-    ("domain_fid", "domain-FID ↓"), ("kid", "KID ↓"), ("kid_se", "KID SE"), ("precision", "precision ↑"),
+    ("domain_fid", "domain-FID ↓"), ("kid", "KID ↓"), ("kid_se", "KID SE"),
+    ("kid_classifier", "KID classifier space ↓"), ("kid_autoencoder", "KID autoencoder space ↓"),
+    ("kid_contrastive", "KID contrastive space ↓"), ("precision", "precision ↑"),
     ("recall", "recall ↑"), ("coverage", "coverage ↑"), ("proxy_fid", "proxy-FID (paper) ↓"),
     ("near_copy_share", "near-copies ↓"), ("ms_ssim", "MS-SSIM (diversity)"),
     ("fid", "FID ↓"), ("fd_imagenet_inception", "FD ImageNet-Inception ↓"), ("fd_radimagenet", "FD RadImageNet ↓"),

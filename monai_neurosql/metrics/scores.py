@@ -29,7 +29,16 @@ METRIC_SPECS: dict[str, tuple[str, bool]] = {
     "coverage": ("distribution", True),
     "proxy_fid": ("distribution", False),
     "near_copy_share": ("memorization", False),
+    # KID in the cross-check spaces (``cross_encoders``), when they are scored
+    "kid_classifier": ("distribution", False),
+    "kid_autoencoder": ("distribution", False),
+    "kid_contrastive": ("distribution", False),
 }
+
+
+def _renamed(kid: dict[str, float], prefix: str) -> dict[str, float]:
+    """``{"kid", "kid_se"}`` as ``{prefix, prefix + "_se"}``."""
+    return {prefix: kid["kid"], f"{prefix}_se": kid["kid_se"]}
 
 
 class SampleScorer:
@@ -42,7 +51,8 @@ class SampleScorer:
     not computed: its value is the text ``"n<min (n<minimum)"``.
 
     Scores: ``domain_fid``, ``kid`` and ``kid_se``, ``precision``/``recall`` (k = 3) and ``density``/``coverage``
-    (k = 5) in the domain features (when an encoder is given); ``proxy_fid`` (the paper's number);
+    (k = 5) in the domain features (when an encoder is given); ``kid_<name>`` and ``kid_<name>_se`` in each
+    cross-check space (``cross_encoders``); ``proxy_fid`` (the paper's number);
     ``ms_ssim`` (diversity among the images, lower = more diverse); and the memorization audit
     (``near_copy_share`` and ``share_<space>`` per audit space) when training images and
     enough held-out images for its thresholds are given.
@@ -55,12 +65,18 @@ class SampleScorer:
         audit_heldout: held-out images that set the audit's thresholds (default ``reference``).
         audit_samples: at most this many images of a set are audited (the audit's cost is quadratic).
         proxy: compute the paper's proxy-FID.
+        cross_encoders: ``{name: encoder}`` of other feature spaces learnt from the same training images (e.g.
+            ``{"classifier": ..., "autoencoder": ...}``), scored with KID only: a second opinion, since encoders
+            trained for different tasks weigh blur and high-frequency artefacts differently and can rank two
+            models in opposite orders (docs/benchmarks.md).
     """
 
     def __init__(self, reference: torch.Tensor, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  train: torch.Tensor | None = None, audit_heldout: torch.Tensor | None = None,
-                 audit_samples: int = 1024, proxy: bool = True) -> None:
+                 audit_samples: int = 1024, proxy: bool = True,
+                 cross_encoders: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
         self.reference = reference.float()
+        self.cross = {name: (net, extract_features(net, self.reference)) for name, net in (cross_encoders or {}).items()}
         self.encoder = encoder
         self.feature_size = int(getattr(encoder, "feature_size", 0)) if encoder is not None else 0
         self.reference_domain = extract_features(encoder, self.reference) if encoder is not None else None
@@ -95,6 +111,10 @@ class SampleScorer:
             gated(("kid", "kid_se"), MIN_SAMPLES["kid"], lambda: kernel_distance(ref, gen))
             gated(("precision", "recall"), MIN_SAMPLES["precision_recall"], lambda: precision_recall(ref, gen))
             gated(("density", "coverage"), MIN_SAMPLES["density_coverage"], lambda: density_coverage(ref, gen))
+        for name, (net, reference) in self.cross.items():
+            gated((f"kid_{name}", f"kid_{name}_se"), MIN_SAMPLES["kid"],
+                  lambda name=name, net=net, reference=reference: _renamed(
+                      kernel_distance(reference[:n], extract_features(net, fake)), f"kid_{name}"))
         if self.reference_proxy is not None:
             ref_p = self.reference_proxy[:n]
             gated(("proxy_fid",), MIN_SAMPLES["proxy_fid"],

@@ -105,6 +105,21 @@ def test_controls_are_ordered_by_the_domain_metrics(images, encoder):
     assert abs(scorer(images["reference"])["kid"]) < 0.05 * scores["noise"]["kid"]
 
 
+def test_cross_check_spaces_score_kid_in_each_space(images, encoder):
+    def pixels(x):
+        return x.flatten(1)
+
+    scorer = SampleScorer(images["reference"], encoder=encoder, proxy=False, cross_encoders={"pixels": pixels})
+    fake = images["unseen"][:100].flip(-1).roll(3, -2)
+    scores = scorer(fake)
+    expected = kernel_distance(pixels(images["reference"][:100]), pixels(fake))
+    assert scores["kid_pixels"] == pytest.approx(expected["kid"]) and scores["kid_pixels_se"] == pytest.approx(
+        expected["kid_se"])
+    assert scores["kid"] != scores["kid_pixels"]  # the domain space is another space
+    assert SampleScorer(images["reference"][:40], cross_encoders={"pixels": pixels}, proxy=False)(
+        fake[:40])["kid_pixels"] == "n<min (40<50)"
+
+
 def test_metrics_below_their_minimum_count_say_so(images, encoder):
     scorer = SampleScorer(images["reference"][:40], encoder=encoder, train=images["train"])
     scores = scorer(images["unseen"][:40])
