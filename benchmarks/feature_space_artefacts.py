@@ -15,6 +15,7 @@ Usage (after the benchmark run, with the same data arguments)::
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -72,9 +73,12 @@ def main(argv: list[str] | None = None) -> str:
         encoders[path.stem.removeprefix("domain_encoder_")] = load_domain_encoder(path)
     names = {k: (f"{k} ({v.info.get('kind')})" if k == "domain" else k) for k, v in encoders.items()}
     sets = damaged_sets(data["train_images"], data["unseen_images"], num)
-    for path in sorted(output.glob("cells/*_0_default_uncond_epochs/samples.npz")):
-        model = path.parent.name.split("_")[-7]
-        sets[f"model: {model} (seed 0)"] = torch.from_numpy(np.load(path)["images"]).float()
+    with open(output / "results.csv", newline="") as f:
+        for row in csv.DictReader(f):  # each model's seed-0 cell of the 'epochs' protocol, as results.csv names it
+            name = f"model: {row['model']} {row['variant']} (seed 0)"
+            samples = Path(row["cell_dir"]) / "samples.npz"
+            if row["seed"] == "0" and row["protocol"] == "epochs" and name not in sets and samples.is_file():
+                sets[name] = torch.from_numpy(np.load(samples)["images"]).float()
     reference_features = {k: extract_features(e, reference[:num]) for k, e in encoders.items()}
     rows = []
     for name, images in sets.items():
