@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import DiffusionInferer
 from monai.networks.nets import DiffusionModelUNet
-from monai.networks.schedulers import DDPMScheduler
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from monai.utils import CommonKeys
 from torch import nn
 
@@ -75,7 +75,11 @@ def matched_diffusion_unet(spatial_dims: int, in_channels: int, target_params: i
 
 class DDPMTrainer(BaselineTrainer):
     """Noise-prediction DDPM training (MSE on epsilon at a uniform random step ``t < T``); images are mapped to
-    ``[-1, 1]`` internally. ``sample`` runs the reverse process with ``num_inference_steps`` (100) steps.
+    ``[-1, 1]`` internally. ``sample`` runs the reverse process in ``num_inference_steps`` (100) steps: with DDIM
+    (eta = 0, MONAI's ``DDIMScheduler``) when that is fewer than ``T``, the DDPM posterior steps when it equals
+    ``T``. MONAI's ``DDPMScheduler.step`` always steps from ``t`` to ``t - 1``, whatever the stride of its
+    timesteps, so a 100-step DDPM chain of a ``T = 1000`` model removes a tenth of the noise and returns noise
+    (the same bug diffusers fixed in its PR 2076); DDIM is the strided sampler of a DDPM-trained model.
 
     Args:
         unet: the denoiser (:func:`matched_diffusion_unet`).
@@ -116,13 +120,17 @@ class DDPMTrainer(BaselineTrainer):
 
     @torch.no_grad()
     def sample(self, num: int, seed: int = 0, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
-        """``num`` images by the reverse process (MONAI's ``DiffusionInferer.sample``) from seeded noise, with a
-        :class:`SeededDDPMScheduler` seeded alike, in ``[0, 1]``, on the CPU. The same seed gives the same images,
-        whatever the global RNG holds."""
+        """``num`` images by the reverse process (MONAI's ``DiffusionInferer.sample``) from seeded noise, in
+        ``[0, 1]``, on the CPU: DDIM steps when ``num_inference_steps < T``, else the DDPM chain with a
+        :class:`SeededDDPMScheduler` seeded alike. The same seed gives the same images, whatever the global RNG
+        holds."""
         device = self.state.device
         g = torch.Generator(device=device).manual_seed(seed)
-        scheduler = SeededDDPMScheduler(num_train_timesteps=self.scheduler.num_train_timesteps,
-                                        schedule="linear_beta", generator=g)
+        steps = self.scheduler.num_train_timesteps
+        if self.num_inference_steps < steps:  # strided: DDIM (deterministic given the seeded start noise)
+            scheduler = DDIMScheduler(num_train_timesteps=steps, schedule="linear_beta", clip_sample=True)
+        else:
+            scheduler = SeededDDPMScheduler(num_train_timesteps=steps, schedule="linear_beta", generator=g)
         scheduler.set_timesteps(self.num_inference_steps, device=device)
         inferer = DiffusionInferer(scheduler)
         was_training = self.unet.training

@@ -114,6 +114,34 @@ def test_ddpm_sampler_recovers_the_image_with_an_oracle_denoiser():
     torch.testing.assert_close(samples, ((x0 + 1) / 2).expand(4, -1, -1, -1), rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("steps", [100, 1000])
+def test_ddpm_sampler_reproduces_a_gaussian_data_distribution_with_its_exact_denoiser(steps):
+    """Data x0 ~ N(0.4, 0.1^2) per pixel (in [-1, 1] units) has the exact noise predictor
+    E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) m) / (a s^2 + 1 - a). The reverse process must return samples with
+    that mean and spread, with 100 strided steps as with all 1000: a sampler that leaves noise in (MONAI's DDPM
+    step with a stride, which steps from t to t - 1 only) gives a spread of about 0.8 instead of 0.1. The one-image
+    oracle above cannot see that: its last step returns the image whatever came before."""
+    import types
+
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+    from monai_neurosql.baselines.ddpm import DDPMTrainer
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta")
+    torch.testing.assert_close(DDIMScheduler(1000, schedule="linear_beta").alphas_cumprod, scheduler.alphas_cumprod)
+    alpha_bar, m, s = scheduler.alphas_cumprod, 0.4, 0.1
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x, timesteps, context=None, class_labels=None):
+            a = alpha_bar[timesteps.long()].view(-1, 1, 1, 1)
+            return (1 - a).sqrt() * (x - a.sqrt() * m) / (a * s**2 + 1 - a)
+
+    fake = types.SimpleNamespace(state=types.SimpleNamespace(device=torch.device("cpu")), scheduler=scheduler,
+                                 num_inference_steps=steps, unet=Oracle(), in_channels=1, spatial_shape=(8, 8))
+    samples = DDPMTrainer.sample(fake, 64, seed=0) * 2 - 1  # back to [-1, 1]
+    assert abs(samples.mean().item() - m) < 0.02 and 0.08 < samples.std().item() < 0.12
+
+
 def test_ddpm_sampling_is_a_function_of_the_seed_only():
     """MONAI's DiffusionInferer.sample with the seeded scheduler: the global RNG does not change the samples."""
     unet = matched_diffusion_unet(2, 1, 30_000, tolerance=100.0, widths=(8,))  # the smallest U-Net
