@@ -1,6 +1,6 @@
 """DDPM baseline (paper appendix I): MONAI's DiffusionModelUNet and DDPMScheduler (T = 1000, linear betas),
 its width scaled so that its parameter count is within 10% of the generator's, sampled with MONAI's
-``DiffusionInferer`` in 100 steps from seeded noise with a seeded scheduler (the global RNG is not used)."""
+``DiffusionInferer`` in 100 steps from seeded noise (DDIM steps, since 100 < T; the global RNG is not used)."""
 
 from __future__ import annotations
 
