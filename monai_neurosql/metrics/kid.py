@@ -49,8 +49,6 @@ def kernel_distance(real_features: torch.Tensor, fake_features: torch.Tensor, de
         kernel_distance(torch.randn(200, 64), torch.randn(200, 64) + 0.5)["kid"]   # > 0
     """
     x, y = real_features.double(), fake_features.double()
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"features must be (m, F) and (n, F), got {tuple(x.shape)} and {tuple(y.shape)}.")
     _check_features(x, y)
     m, n = len(x), len(y)
     kxx, kyy, kxy = (_polynomial_kernel(a, b, degree, coef) for a, b in ((x, x), (y, y), (x, y)))
