@@ -188,3 +188,16 @@ def test_results_csv_written_by_an_older_version_is_rewritten_with_todays_column
         ("vae", "0.5", "", "/x"), ("gan", "0.1", "0.2", "")]
     cli._write_csv(path, [{"dataset": "d", "model": "ddpm"}], append=True)  # same header: appended
     assert [r["model"] for r in _read(path)] == ["vae", "gan", "ddpm"]
+
+
+def test_a_capped_split_is_drawn_from_every_class_not_cut_to_its_first(tmp_path):
+    """A class-sorted file (the demo brains' export is one) capped below its size keeps every class."""
+    labels = np.repeat(np.arange(4), 30)[:, None]  # 120 training images sorted by class
+    npz = write_npz(tmp_path / "sorted.npz", shape=(8, 8), n=(120, 40, 40), train_labels=labels,
+                    test_labels=np.repeat(np.arange(4), 10)[:, None])
+    data = benchmark.load_benchmark_data(str(npz), None, 40, tmp_path / "work", max_reference=20)
+    train_counts = torch.bincount(data["train_labels"], minlength=4)
+    assert len(data["train_labels"]) == 40 and (train_counts >= 4).all(), train_counts
+    assert len(torch.unique(data["reference_labels"])) == 4
+    again = benchmark.load_benchmark_data(str(npz), None, 40, tmp_path / "work2", max_reference=20)
+    assert torch.equal(data["train_images"], again["train_images"])  # the same draw in every run

@@ -36,6 +36,19 @@ def _tensors(records: Sequence[dict], transform) -> tuple[torch.Tensor, torch.Te
     return images, torch.tensor([int(it["label"]) for it in items])
 
 
+def _draw(records: Sequence[Any], cap: int, seed: int = 0) -> list[Any]:
+    """At most ``cap`` of ``records``: all of them, or a seeded random draw kept in file order.
+
+    Not the first ``cap``: MedMNIST-layout files and slice folders are often sorted by class or subject, and their
+    head holds only the first classes (the demo brains' first 2000 of 4096 training slices are two of its four
+    classes). The draw is the same in every run (seed 0), so every model and seed trains on the same images.
+    """
+    if len(records) <= cap:
+        return list(records)
+    keep = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+    return [records[int(i)] for i in keep]
+
+
 def load_benchmark_data(
     dataset: str,
     image_size: int | None,
@@ -46,9 +59,9 @@ def load_benchmark_data(
     demo_scale: int = 1,
     spatial_dims: int = 2,
 ) -> dict[str, Any]:
-    """Training images/labels (the first ``max_train``), the validation split (``unseen``: real images no model
-    trains on, for the floor control, model selection and early stopping) and the test split (``reference``: what
-    every image set is scored against), as ``N x C x [SPATIAL]`` float tensors in ``[0, 1]``.
+    """Training images/labels (at most ``max_train``, drawn at random), the validation split (``unseen``: real
+    images no model trains on, for the floor control, model selection and early stopping) and the test split
+    (``reference``: what every image set is scored against), as ``N x C x [SPATIAL]`` float tensors in ``[0, 1]``.
 
     Args:
         dataset: ``"fashion-mnist"`` (Debian's dataset-fashion-mnist, repacked to the MedMNIST layout; its
@@ -56,9 +69,10 @@ def load_benchmark_data(
             slices), a MedMNIST-layout ``.npz``, or an OASIS folder (the Kaggle slice release, or OASIS-1
             volumes with ``csv_path``).
         image_size: resize (default: native for ``.npz``, 64 for OASIS and the demo).
-        max_train: cap on training images.
+        max_train: cap on training images (a seeded random draw of that many when the split holds more, the same
+            in every run; not the first ones, which in a class-sorted file are the first classes).
         work_dir: where repacked files, the demo and OASIS slice caches are written (under ``--output``).
-        max_reference: cap on test and validation images.
+        max_reference: cap on test and validation images (drawn the same way).
         csv_path: the OASIS cross-sectional CSV (volume folders).
         demo_scale: the demo's subjects per class are ``demo_scale * DEMO_SUBJECTS`` (1: 40 subjects, 320
             slices; 8: 320 subjects, 2560 slices, enough held-out slices for every metric's minimum).
@@ -103,9 +117,9 @@ def load_benchmark_data(
                                     seed=0, spatial_dims=spatial_dims)
         transform = (slice_transforms(image_size or 64) if spatial_dims == 2
                      else volume_transforms(image_size or 64))
-    train_images, train_labels = _tensors(split["training"][:max_train], transform)
-    unseen_images, unseen_labels = _tensors(split["validation"][:max_reference], transform)
-    reference_images, reference_labels = _tensors(split["test"][:max_reference], transform)
+    train_images, train_labels = _tensors(_draw(split["training"], max_train), transform)
+    unseen_images, unseen_labels = _tensors(_draw(split["validation"], max_reference), transform)
+    reference_images, reference_labels = _tensors(_draw(split["test"], max_reference), transform)
     labels = [t for t in (train_labels, unseen_labels, reference_labels) if len(t)]
     return {
         "name": dataset_name(dataset),
