@@ -201,3 +201,14 @@ def test_a_capped_split_is_drawn_from_every_class_not_cut_to_its_first(tmp_path)
     assert len(torch.unique(data["reference_labels"])) == 4
     again = benchmark.load_benchmark_data(str(npz), None, 40, tmp_path / "work2", max_reference=20)
     assert torch.equal(data["train_images"], again["train_images"])  # the same draw in every run
+
+
+def test_class_mix_shift_names_the_classes_a_model_never_trained_on():
+    from monai_neurosql.benchmark.data import class_mix_shift
+
+    test = torch.arange(4).repeat_interleave(25)
+    assert class_mix_shift(test[torch.randperm(100)], test) == ""  # the same mix
+    assert class_mix_shift(torch.tensor([0] * 30 + [1] * 20 + [2] * 27 + [3] * 23), test) == ""  # within 0.1
+    message = class_mix_shift(torch.tensor([0] * 82 + [1] * 18), test)  # the first-N cut of a sorted file
+    assert "total variation 0.57" in message and "never trained on: [2, 3]" in message
+    assert "class 2: 0% of training vs 25% of test" in message

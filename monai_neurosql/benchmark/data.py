@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ __all__ = ["DEMO_SUBJECTS", "dataset_name", "load_benchmark_data"]
 
 #: Subjects per class of the embedded demo at ``demo_scale=1`` (Non Demented, Very mild, Mild, Moderate).
 DEMO_SUBJECTS = (16, 10, 8, 6)
+
+logger = logging.getLogger(__name__)
 
 
 def dataset_name(dataset: str) -> str:
@@ -121,6 +124,9 @@ def load_benchmark_data(
     unseen_images, unseen_labels = _tensors(_draw(split["validation"], max_reference), transform)
     reference_images, reference_labels = _tensors(_draw(split["test"], max_reference), transform)
     labels = [t for t in (train_labels, unseen_labels, reference_labels) if len(t)]
+    shift = class_mix_shift(train_labels, reference_labels)
+    if shift:
+        logger.warning(f"{dataset}: {shift}")
     return {
         "name": dataset_name(dataset),
         "train_images": train_images, "train_labels": train_labels,
@@ -128,6 +134,30 @@ def load_benchmark_data(
         "reference_images": reference_images, "reference_labels": reference_labels,
         "num_classes": int(max(int(t.max()) for t in labels)) + 1,
     }
+
+
+def class_mix_shift(train_labels: torch.Tensor, reference_labels: torch.Tensor, tolerance: float = 0.1) -> str:
+    """A sentence when the training images' class mix differs from the reference (test) split's, else ``""``.
+
+    Every metric compares generated images with the reference split, so a model trained on another class mix is
+    scored against classes it never saw; the ``real_train`` control then scores far from the ``real_unseen`` floor.
+    Flagged when the total variation distance between the two class shares exceeds ``tolerance``, or a class that
+    holds at least 2% of the reference images is absent from training.
+    """
+    if not len(train_labels) or not len(reference_labels):
+        return ""
+    size = int(max(int(train_labels.max()), int(reference_labels.max()))) + 1
+    train = torch.bincount(train_labels.long().flatten(), minlength=size).double()
+    reference = torch.bincount(reference_labels.long().flatten(), minlength=size).double()
+    train, reference = train / train.sum(), reference / reference.sum()
+    distance = 0.5 * float((train - reference).abs().sum())
+    missing = [c for c in range(size) if train[c] == 0 and reference[c] >= 0.02]
+    if distance <= tolerance and not missing:
+        return ""
+    shares = ", ".join(f"class {c}: {train[c]:.0%} of training vs {reference[c]:.0%} of test" for c in range(size))
+    return (f"the training images' class mix differs from the test split's (total variation {distance:.2f}; "
+            f"{shares}){'; classes never trained on: ' + str(missing) if missing else ''}. Every metric scores "
+            "against the test split, so check the split or the --max-train cap.")
 
 
 def export_medmnist_npz(data: dict[str, Any], path: str | Path) -> Path:
