@@ -75,6 +75,8 @@ def _load(data_args: tuple):
 
 
 def _child(target: Callable, data_args: tuple, args: tuple, queue) -> None:
+    # the parent loaded the same data first and logged its warnings (class mix); a child's reload stays quiet
+    logging.getLogger("monai_neurosql.benchmark.data").setLevel(logging.ERROR)
     try:
         queue.put(("ok", target(_load(data_args), *args)))
     except Exception as err:  # noqa: BLE001 - reported by the parent with what failed
@@ -348,7 +350,6 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
             output: Path) -> None:
     from ..metrics import MIN_SAMPLES, load_domain_encoder
     from .cells import LEARNING_RATES, load_cross_encoders, scored_count
-    from .data import class_mix_shift
     from .paired import PAIRED_FIELDS, paired_kid_rows, paired_table
     from .tables import comparison_grids, control_report, summarize
 
@@ -360,8 +361,7 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
         (f"Data: {data['name']}: {len(data['train_images'])} training images, {len(data['unseen_images'])} validation "
         f"(unseen real control, selection), {len(data['reference_images'])} test (reference); {num} generated vs "
         f"{num} test images per metric."),
-        *([f"**Warning:** {shift}"] if (shift := class_mix_shift(data["train_labels"], data["reference_labels"]))
-          else []),
+        *([f"**Warning:** {data['class_mix_shift']}"] if data["class_mix_shift"] else []),
         (f"Protocol: {args.protocol}; epochs {args.epochs} (epochs), cap {args.max_epochs} (wallclock/early_stop), "
         f"wall-clock {settings.get('wallclock_seconds') or '-'} s, early stop every {args.eval_every} epochs with "
         f"patience {args.patience} on validation KID ({args.val_samples} samples)."),

@@ -86,7 +86,8 @@ def load_benchmark_data(
 
     Returns:
         ``{"name", "train_images", "train_labels", "unseen_images", "unseen_labels", "reference_images",
-        "reference_labels", "num_classes"}``.
+        "reference_labels", "num_classes", "class_mix_shift"}`` (the last: :func:`class_mix_shift`'s sentence, also
+        logged as a warning, or ``""``).
     """
     from ..data import (
         array_transforms,
@@ -133,6 +134,7 @@ def load_benchmark_data(
         "unseen_images": unseen_images, "unseen_labels": unseen_labels,
         "reference_images": reference_images, "reference_labels": reference_labels,
         "num_classes": int(max(int(t.max()) for t in labels)) + 1,
+        "class_mix_shift": shift,
     }
 
 
