@@ -1,0 +1,44 @@
+"""The quality-study scripts under ``benchmarks/`` run end to end on tiny data (their timing is not tested)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+from tests.data.test_medmnist import write_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_selection_names_the_checkpoint_each_criterion_keeps():
+    script = _script("model_selection")
+    rows = [{"epoch": 2, "val_cost": 0.5, "val_kid": 3.0}, {"epoch": 4, "val_cost": 0.4, "val_kid": 2.0},
+            {"epoch": 6, "val_cost": 0.4, "val_kid": 1.0}, {"epoch": 8, "val_cost": 0.45, "val_kid": 1.5}]
+    picks = script.candidate_epochs(rows)
+    assert list(picks.values()) == [4, 8, 6]  # first of equal costs (as CheckpointSaver keeps), last, lowest KID
+
+
+def test_model_selection_traces_cost_and_kid_and_scores_the_candidates(tmp_path):
+    from monai_neurosql.benchmark.data import load_benchmark_data
+    from monai_neurosql.metrics import save_domain_encoder, train_domain_encoder
+
+    npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(48, 40, 60))
+    out = tmp_path / "run"
+    data = load_benchmark_data(str(npz), None, 48, out)
+    save_domain_encoder(train_domain_encoder(data["train_images"], kind="contrastive", epochs=1), out / "domain_encoder.pt")
+    text = _script("model_selection").main(["--dataset", str(npz), "--max-train", "48", "--epochs", "3", "--every", "2",
+                                            "--output", str(out)])
+    with open(out / "model_selection_e3_s0.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [2, 3]  # every 2 epochs, and the last one
+    assert all(float(r["val_cost"]) > 0 for r in rows)
+    assert "best.pt minus model.pt (paired)" in text and "test KID domain (contrastive)" in text
+    assert (out / "model_selection_e3_s0.md").read_text() == text
