@@ -92,3 +92,18 @@ def test_inference_layout_restores_the_weights_after_an_exception():
     with pytest.raises(RuntimeError, match="boom"), inference_layout(net):
         raise RuntimeError("boom")
     assert all(p.is_contiguous() for p in net.parameters())
+
+
+def test_a_missing_checkpoint_names_the_other_one_the_run_wrote(tmp_path):
+    from monai_neurosql.synthetic import load_generator_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="model.pt' not found; run the bundle's train.json first"):
+        load_generator_checkpoint(tmp_path / "model.pt")
+    torch.save({"generator": {}}, tmp_path / "best.pt")
+    with pytest.raises(FileNotFoundError, match=r"best.pt \(the lowest validation assignment cost\) exists: pass ckpt"):
+        load_generator_checkpoint(tmp_path / "model.pt")
+    torch.save({"generator": {}, "trainer": {"iteration": 6, "epoch_length": 3}}, tmp_path / "model.pt")
+    (tmp_path / "best.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model.pt \(the last epoch\) exists"):
+        load_generator_checkpoint(tmp_path / "best.pt")
+    assert load_generator_checkpoint(tmp_path / "model.pt")["trainer"]["epoch_length"] == 3

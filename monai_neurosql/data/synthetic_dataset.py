@@ -31,8 +31,9 @@ __all__ = ["SyntheticDataset", "load_trained_generator"]
 
 logger = logging.getLogger(__name__)
 
-#: Checkpoint files of a training run, in order of preference (the bundle's key-metric and latest checkpoints).
-CHECKPOINT_NAMES = ("best.pt", "model.pt")
+#: Checkpoint files of a training run, in order of preference: the last epoch (what the bundles generate from),
+#: then the key-metric checkpoint (lowest validation assignment cost).
+CHECKPOINT_NAMES = ("model.pt", "best.pt")
 
 # data_info.json entries the generator is built from (as bundles/*/configs/inference.json builds "network_def")
 _NETWORK_KEYS = ("spatial_dims", "latent_size", "spatial_size", "channels")
@@ -83,8 +84,9 @@ def load_trained_generator(
 ) -> tuple[nn.Module, QuantileLattice, dict]:
     """Load the generator and the latent lattice of a trained NeuroSQL run, as the inference bundle does.
 
-    The checkpoint is ``models/best.pt`` when the run wrote one (the best validation assignment cost), else
-    ``models/model.pt`` (the latest epoch), both in the layout of the bundles' ``checkpoint_dict``
+    The checkpoint is ``models/model.pt`` (the last epoch, what the bundles' inference uses) when the run wrote
+    one, else ``models/best.pt`` (the lowest validation assignment cost; pass the file itself to prefer it), both in
+    the layout of the bundles' ``checkpoint_dict``
     (``"generator"``, ``"bank"``, ...). The network is a :class:`~monai_neurosql.networks.ConvGenerator` built from
     ``models/data_info.json`` exactly as ``bundles/*/configs/inference.json`` builds ``network_def``; runs trained
     with another network pass it as ``generator``.
@@ -308,7 +310,7 @@ class SyntheticDataset(Dataset):
 
         Args:
             path: the run folder (``--bundle_root`` of ``train.json``), its ``models/`` folder or a checkpoint file;
-                ``models/best.pt`` is preferred over ``models/model.pt``.
+                ``models/model.pt`` is preferred over ``models/best.pt``.
             num_samples: number of items.
             data_info: the run's settings when ``data_info.json`` is not beside the checkpoint.
             generator: the network to load the weights into, for runs not trained with the default network.

@@ -16,7 +16,7 @@ from ..generate import generate
 __all__ = ["DivergenceGuard", "TrainingDivergedError"]
 
 _ADVICE = (
-    "Checkpoints written before this epoch are left as they were (best.pt, if any, is the last good model). Try a 10x lower "
+    "Checkpoints written before this epoch are left as they were (model.pt, if any, is the last good epoch). Try a 10x lower "
     "learning_rate, keep grad_clip_norm set, and start a new run (another models folder, or resume=False)."
 )
 

@@ -151,7 +151,7 @@ def _check_inference(root: Path, argv: list[str]) -> None:
 
 def _check_export(root: Path) -> None:
     program, extras = load_exported_generator(root / "models" / "model.pt2")
-    generator, _, info = load_trained_generator(root)  # models/best.pt, as the export config loads it
+    generator, _, info = load_trained_generator(root)  # models/model.pt, as the export config loads it
     z = torch.randn(5, info["latent_size"], generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(program(z), generator(z), rtol=1e-5, atol=1e-6)

@@ -112,10 +112,10 @@ def test_huge_learning_rate_fails_loudly_and_leaves_no_model_to_infer_from(tmp_p
         _train(tmp_path, npz, learning_rate=1e3, num_epochs=3)
     error = user_error(excinfo.value)
     assert isinstance(error, TrainingDivergedError) and "Try a 10x lower learning_rate" in str(error)
-    assert not (tmp_path / "models" / "best.pt").exists()
+    assert not (tmp_path / "models" / "best.pt").exists() and not (tmp_path / "models" / "model.pt").exists()
     with pytest.raises(RuntimeError) as excinfo:
         run_workflow([MEDMNIST / "inference.json"], tmp_path, workflow_type="infer", num_samples=2)
-    assert "best.pt' not found; run the bundle's train.json first" in str(user_error(excinfo.value))
+    assert "model.pt' not found; run the bundle's train.json first" in str(user_error(excinfo.value))
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_pathmnist_style_rgb_trains_and_generates_and_inference_never_mixes_runs
     assert len(files) == 4 and nib.load(str(files[0])).shape == (28, 28, 3)
     assert (outputs / "synthetic_grid.png").is_file()
     log = capsys.readouterr().out
-    assert f"generating with the checkpoint {tmp_path / 'models' / 'best.pt'}" in log
+    assert f"generating with the checkpoint {tmp_path / 'models' / 'model.pt'}" in log  # the last epoch
     assert "wrote 4 NIfTI files (synthetic_0000.nii.gz .. synthetic_0003.nii.gz)" in log
 
     # a second run into the same folder is refused; with overwrite=True the folder holds exactly the new run

@@ -227,23 +227,25 @@ def test_mixed_dataset_refuses_images_that_do_not_match():
         MixedDataset(unscaled, synth)
 
 
-def test_from_run_prefers_best_and_reads_data_info(tmp_path):
+def test_from_run_prefers_the_last_epoch_and_reads_data_info(tmp_path):
     bank = LatentBank.create(8, LATENT)
     best, latest = tiny_generator(out_channels=3, seed=1), tiny_generator(out_channels=3, seed=2)
     models = tmp_path / "run" / "models"
-    save_run(models, latest, bank, "model.pt", spacing=2.0)
     save_run(models, best, bank, "best.pt", spacing=2.0)
+    save_run(models, latest, bank, "model.pt", spacing=2.0)
     ds = SyntheticDataset.from_run(tmp_path / "run", num_samples=3, seed=7)
     image = ds[1]["image"]
-    assert image.shape == (3, 16, 16) and image.meta["checkpoint"] == str(models / "best.pt")
+    assert image.shape == (3, 16, 16) and image.meta["checkpoint"] == str(models / "model.pt")
     assert image.affine[0, 0] == 2.0  # the training spacing from data_info.json
     with torch.no_grad():
-        torch.testing.assert_close(image.as_tensor(), best(ds.latent_codes([1]))[0], atol=1e-6, rtol=0)
-    (models / "best.pt").unlink()
-    ds = SyntheticDataset.from_run(models, num_samples=3, seed=7)  # the models folder works too
-    assert ds[0]["image"].meta["checkpoint"] == str(models / "model.pt")
+        torch.testing.assert_close(image.as_tensor(), latest(ds.latent_codes([1]))[0], atol=1e-6, rtol=0)
+    ds = SyntheticDataset.from_run(models / "best.pt", num_samples=3, seed=7)  # the file itself selects best.pt
     with torch.no_grad():
-        torch.testing.assert_close(ds[1]["image"].as_tensor(), latest(ds.latent_codes([1]))[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(ds[1]["image"].as_tensor(), best(ds.latent_codes([1]))[0], atol=1e-6, rtol=0)
+    (models / "model.pt").rename(tmp_path / "latest.pt")
+    ds = SyntheticDataset.from_run(models, num_samples=3, seed=7)  # the models folder works too; best.pt if alone
+    assert ds[0]["image"].meta["checkpoint"] == str(models / "best.pt")
+    (tmp_path / "latest.pt").rename(models / "model.pt")
     # a checkpoint file with its settings given as a dict, and weights saved from a DDP-wrapped network
     info = json.loads((models / "data_info.json").read_text())
     state = torch.load(models / "model.pt", weights_only=True)
@@ -256,7 +258,7 @@ def test_from_run_prefers_best_and_reads_data_info(tmp_path):
 def test_from_run_errors_name_what_is_missing(tmp_path):
     empty = tmp_path / "empty"
     (empty / "models").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint in '.*empty/models': expected best.pt or model.pt"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint in '.*empty/models': expected model.pt or best.pt"):
         SyntheticDataset.from_run(empty, num_samples=1)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SyntheticDataset.from_run(tmp_path / "nowhere", num_samples=1)
@@ -313,5 +315,5 @@ def test_from_run_loads_a_trained_bundle_like_its_inference_config(tmp_path):
     with torch.no_grad():
         expected = network.eval()(ds.latent_codes(range(4)).to(next(network.parameters()).device), ds.labels)
     torch.testing.assert_close(batch["image"].as_tensor(), expected.cpu(), atol=1e-6, rtol=0)
-    # the run folder itself: best.pt, written by the bundle's key-metric checkpoint, is preferred
-    assert SyntheticDataset.from_run(tmp_path, num_samples=1)[0]["image"].meta["checkpoint"].endswith("best.pt")
+    # the run folder itself: model.pt (the last epoch, what inference.json loads) is preferred over best.pt
+    assert SyntheticDataset.from_run(tmp_path, num_samples=1)[0]["image"].meta["checkpoint"].endswith("model.pt")
