@@ -182,6 +182,29 @@ def run_in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
         return pool.submit(fn, *args).result()
 
 
+# ---------------------------------------------------------------------------------------------- benchmark runs
+def add_run_arguments(parser: Any) -> None:
+    """The data arguments of a finished ``python -m monai_neurosql.benchmark`` run (give the run's own) and its
+    ``--output``, for the scripts that read that run's encoders and split."""
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--max-train", type=int, default=2000)
+    parser.add_argument("--demo-scale", type=int, default=1)
+    parser.add_argument("--output", required=True, help="the benchmark run's --output (encoders, cached data)")
+
+
+def load_run_encoders(output: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every feature space of a benchmark run: ``{"domain": domain_encoder.pt, <kind>: domain_encoder_<kind>.pt}``,
+    and their display names (the domain space named with its kind)."""
+    from monai_neurosql.metrics import load_domain_encoder
+
+    encoders = {"domain": load_domain_encoder(output / "domain_encoder.pt")}
+    for path in sorted(output.glob("domain_encoder_*.pt")):
+        encoders[path.stem.removeprefix("domain_encoder_")] = load_domain_encoder(path)
+    names = {k: (f"{k} ({e.info.get('kind')})" if k == "domain" else k) for k, e in encoders.items()}
+    return encoders, names
+
+
 # ---------------------------------------------------------------------------------------------- output
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A markdown table with right-aligned columns except the first."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, markdown_table
+from _common import add_run_arguments, load_run_encoders, log, markdown_table
 
 BLURS = (1.0, 2.0)  # pixels; the control set's "blurred" is 1/8 of the image side
 NOISES = (0.05, 0.1, 0.2, 0.3)  # standard deviation of added Gaussian noise (images in [0, 1])
@@ -51,14 +51,10 @@ def damaged_sets(train: torch.Tensor, unseen: torch.Tensor, num: int, seed: int 
 
 def main(argv: list[str] | None = None) -> str:
     from monai_neurosql.benchmark.data import load_benchmark_data
-    from monai_neurosql.metrics import extract_features, kernel_distance, load_domain_encoder
+    from monai_neurosql.metrics import extract_features, kernel_distance
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--max-train", type=int, default=2000)
-    parser.add_argument("--demo-scale", type=int, default=1)
-    parser.add_argument("--output", required=True, help="the benchmark run's --output")
+    add_run_arguments(parser)
     parser.add_argument("--num", type=int, default=2048, help="images per set (at most the test split)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -68,10 +64,7 @@ def main(argv: list[str] | None = None) -> str:
     # the benchmark's own split: the same test images its tables were scored against
     reference = data["reference_images"]
     num = min(args.num, len(reference))
-    encoders = {"domain": load_domain_encoder(output / "domain_encoder.pt")}
-    for path in sorted(output.glob("domain_encoder_*.pt")):
-        encoders[path.stem.removeprefix("domain_encoder_")] = load_domain_encoder(path)
-    names = {k: (f"{k} ({v.info.get('kind')})" if k == "domain" else k) for k, v in encoders.items()}
+    encoders, names = load_run_encoders(output)
     sets = damaged_sets(data["train_images"], data["unseen_images"], num)
     with open(output / "results.csv", newline="") as f:
         for row in csv.DictReader(f):  # each model's seed-0 cell of the 'epochs' protocol, as results.csv names it

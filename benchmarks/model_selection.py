@@ -28,15 +28,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, markdown_table
+from _common import add_run_arguments, load_run_encoders, log, markdown_table
 
 NUM = 1024  # samples per evaluation (and validation/test images, at most the split)
 VAL_COST_IMAGES = 512  # the bundles' ``val_max_images``
 
 
 def _trace(data: dict, encoders: dict, cell: dict, epochs: int, every: int, threads: int) -> tuple[list, dict]:
-    """Train the cell; per evaluation: ``{"epoch", "val_cost", "val_kid", "kid_<space>", ...}`` and the test
-    features of its samples (for the paired differences)."""
+    """Train the cell; per evaluation: ``{"epoch", "val_cost", "val_kid", "kid_<space>", ...}``, and the test
+    features of its samples (for the paired differences) with the number of images per evaluation."""
     from ignite.engine import Events
     from monai.data import Dataset
 
@@ -77,7 +77,7 @@ def _trace(data: dict, encoders: dict, cell: dict, epochs: int, every: int, thre
     if epochs % every:
         trainer.add_event_handler(Events.COMPLETED, evaluate)
     trainer.run()
-    return rows, {"test": test_features, "samples": features}
+    return rows, {"test": test_features, "samples": features, "num": num}
 
 
 def candidate_epochs(rows: list[dict]) -> dict[str, int]:
@@ -91,14 +91,11 @@ def candidate_epochs(rows: list[dict]) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> str:
     from monai_neurosql.benchmark.data import load_benchmark_data
-    from monai_neurosql.metrics import kernel_distance, kid_difference, load_domain_encoder
+    from monai_neurosql.benchmark.paired import paired_verdict
+    from monai_neurosql.metrics import kernel_distance, kid_difference
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--max-train", type=int, default=2000)
-    parser.add_argument("--demo-scale", type=int, default=1)
-    parser.add_argument("--output", required=True, help="the benchmark run's --output (encoders, cached data)")
+    add_run_arguments(parser)
     parser.add_argument("--epochs", type=int, default=30, help="the bundles' num_epochs (cosine schedule over them)")
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -107,9 +104,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     output = Path(args.output)
     data = load_benchmark_data(args.dataset, args.image_size, args.max_train, output, demo_scale=args.demo_scale)
-    encoders = {"domain": load_domain_encoder(output / "domain_encoder.pt")}
-    for path in sorted(output.glob("domain_encoder_*.pt")):
-        encoders[path.stem.removeprefix("domain_encoder_")] = load_domain_encoder(path)
+    encoders, names = load_run_encoders(output)
     cell = {"dataset": data["name"], "model": "neurosql", "backbone": "conv", "latent_size": args.latent_size,
             "seed": args.seed, "variant": "default", "conditional": "False", "protocol": "epochs"}
     rows, feats = _trace(data, encoders, cell, args.epochs, args.every, args.threads)
@@ -120,7 +115,6 @@ def main(argv: list[str] | None = None) -> str:
         writer.writerows(rows)
     picks = candidate_epochs(rows)
     spaces = list(encoders)
-    names = {k: (f"{k} ({e.info.get('kind')})" if k == "domain" else k) for k, e in encoders.items()}
     trace = markdown_table(["epoch", "validation assignment cost", "validation KID", *[f"test KID {names[k]}" for k in spaces]],
                            [[str(r["epoch"]), f"{r['val_cost']:.4f}", f"{r['val_kid']:.3g}",
                              *[f"{r[f'kid_{k}']:.3g}" for k in spaces]] for r in rows])
@@ -135,12 +129,12 @@ def main(argv: list[str] | None = None) -> str:
     diff_cells = ["best.pt minus model.pt (paired)", f"{best} vs {last}"]
     for k in spaces:
         d = kid_difference(feats["test"][k], feats["samples"][best][k], feats["samples"][last][k])
-        verdict = "" if best == last else (" (best.pt closer)" if d["difference"] < -2 * d["se"] else
-                                           " (model.pt closer)" if d["difference"] > 2 * d["se"] else " (not resolved)")
+        verdict = "" if best == last else {"a closer": " (best.pt closer)", "b closer": " (model.pt closer)",
+                                           "not resolved": " (not resolved)"}[paired_verdict(d)]
         diff_cells.append(f"{d['difference']:+.3g} ± {d['se']:.2g}{verdict}")
     table_rows.append(diff_cells)
     picked = markdown_table(["checkpoint", "epoch", *[f"test KID {names[k]}" for k in spaces]], table_rows)
-    num = min(NUM, len(data["unseen_images"]), len(data["reference_images"]))
+    num = feats["num"]
     text = (f"\n{data['name']}, seed {args.seed}, {args.epochs} epochs (cosine), {len(data['train_images'])} training "
             f"images; {num} samples per evaluation against {num} validation / test images; assignment cost on "
             f"{min(VAL_COST_IMAGES, len(data['unseen_images']))} validation images\n\n{picked}\n\n{trace}\n")

@@ -23,12 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PAIRED_FIELDS", "comparison_pairs", "paired_kid_rows", "paired_table"]
+__all__ = ["PAIRED_FIELDS", "comparison_pairs", "paired_kid_rows", "paired_table", "paired_verdict"]
 
 PAIRED_FIELDS = ["dataset", "backbone", "latent_size", "conditional", "seed", "space", "a", "b", "num_scored",
                  "kid_a", "kid_b", "difference", "se", "verdict"]
 
 logger = logging.getLogger(__name__)
+
+
+def paired_verdict(result: Mapping[str, float]) -> str:
+    """``"a closer"``, ``"b closer"`` or ``"not resolved"`` for a :func:`~monai_neurosql.metrics.kid_difference`
+    result: resolved when the difference is beyond 2 of its own SE."""
+    if result["difference"] < -2 * result["se"]:
+        return "a closer"
+    return "b closer" if result["difference"] > 2 * result["se"] else "not resolved"
 
 
 def _name(row: Mapping[str, Any]) -> str:
@@ -109,10 +117,8 @@ def _paired_row(a: Mapping[str, Any], b: Mapping[str, Any], space: str, referenc
     else:
         ref, fa, fb = reference_features[:n], fa[:n], fb[:n]
         result = kid_difference(ref, fa, fb)
-        verdict = ("a closer" if result["difference"] < -2 * result["se"] else
-                   "b closer" if result["difference"] > 2 * result["se"] else "not resolved")
         row.update({"kid_a": kernel_distance(ref, fa)["kid"], "kid_b": kernel_distance(ref, fb)["kid"],
-                    "difference": result["difference"], "se": result["se"], "verdict": verdict})
+                    "difference": result["difference"], "se": result["se"], "verdict": paired_verdict(result)})
     return row
 
 
