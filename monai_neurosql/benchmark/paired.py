@@ -104,7 +104,7 @@ def paired_kid_rows(rows: Sequence[Mapping[str, Any]], reference: torch.Tensor,
 def _paired_row(a: Mapping[str, Any], b: Mapping[str, Any], space: str, reference_features: torch.Tensor,
                 fa: torch.Tensor, fb: torch.Tensor) -> dict[str, Any]:
     """``KID(a) - KID(b)`` of one pair in one space, with its SE and verdict (or ``n<min``)."""
-    from ..metrics import MIN_SAMPLES, kernel_distance, kid_difference
+    from ..metrics import MIN_SAMPLES, kid_difference
 
     n = min(len(fa), len(fb), len(reference_features))
     dataset, backbone, latent, conditional, seed = _group(a)
@@ -117,7 +117,7 @@ def _paired_row(a: Mapping[str, Any], b: Mapping[str, Any], space: str, referenc
     else:
         ref, fa, fb = reference_features[:n], fa[:n], fb[:n]
         result = kid_difference(ref, fa, fb)
-        row.update({"kid_a": kernel_distance(ref, fa)["kid"], "kid_b": kernel_distance(ref, fb)["kid"],
+        row.update({"kid_a": result["kid_a"], "kid_b": result["kid_b"],
                     "difference": result["difference"], "se": result["se"], "verdict": paired_verdict(result)})
     return row
 

@@ -91,8 +91,9 @@ def kid_difference(real_features: torch.Tensor, features_a: torch.Tensor, featur
         ValueError: fewer than 3 samples in a set, or feature sizes differ.
 
     Returns:
-        ``{"difference": KID(real, a) - KID(real, b), "se": its standard error}``; ``difference < -2 se`` means
-        ``a`` is resolved as closer to the real set than ``b``.
+        ``{"difference": KID(real, a) - KID(real, b), "se": its standard error, "kid_a": KID(real, a),
+        "kid_b": KID(real, b)}`` (the two KIDs as :func:`kernel_distance` gives them, from the same kernel sums);
+        ``difference < -2 se`` means ``a`` is resolved as closer to the real set than ``b``.
 
     Example::
 
@@ -118,4 +119,6 @@ def kid_difference(real_features: torch.Tensor, features_a: torch.Tensor, featur
     value_b, loo_b, loo_rb = side(b)
     difference = value_a - value_b
     loo_a, loo_b = loo_a - value_b, value_a - loo_b  # the difference without sample i of a (then of b)
-    return {"difference": float(difference), "se": _jackknife_se(loo_a, loo_b, loo_ra - loo_rb)}
+    krr = _polynomial_kernel(r, r, degree, coef).fill_diagonal_(0.0).sum() / (m * (m - 1))  # cancels in the difference
+    return {"difference": float(difference), "se": _jackknife_se(loo_a, loo_b, loo_ra - loo_rb),
+            "kid_a": float(krr + value_a), "kid_b": float(krr + value_b)}

@@ -206,6 +206,8 @@ def test_kid_difference_is_the_difference_with_the_jackknife_se_of_the_differenc
     assert result["difference"] == pytest.approx(value, abs=1e-10)
     assert result["se"] == pytest.approx(se, rel=1e-8)
     assert result["difference"] == pytest.approx(kernel_distance(r, a)["kid"] - kernel_distance(r, b)["kid"], abs=1e-10)
+    assert result["kid_a"] == pytest.approx(kernel_distance(r, a)["kid"], abs=1e-10)
+    assert result["kid_b"] == pytest.approx(kernel_distance(r, b)["kid"], abs=1e-10)
     with pytest.raises(ValueError, match="at least 3"):
         kid_difference(r, a[:2], b)
     with pytest.raises(ValueError, match="one F"):
