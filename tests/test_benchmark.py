@@ -17,7 +17,7 @@ def _read(path):
 
 
 @pytest.mark.slow
-def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp_path, monkeypatch):
+def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp_path, monkeypatch, capfd):
     data_dir = tmp_path / "elsewhere"
     data_dir.mkdir()
     npz = write_npz(data_dir / "tiny.npz", shape=(16, 16), n=(48, 40, 60))
@@ -58,6 +58,8 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     early = benchmark.main([*args[:3], "neurosql", *args[5:], "--protocol", "early_stop", "--max-epochs", "2",
                             "--eval-every", "1", "--patience", "1", "--val-samples", "20"])
     assert len(early) == 3 and early[-1]["protocol"] == "early_stop" and 1 <= early[-1]["best_epoch"] <= 2
+    progress = capfd.readouterr().err  # the cells (child processes) report their epochs and validation KIDs
+    assert "epoch 1/2: " in progress and "epoch 1: validation KID " in progress and "(best " in progress
     with pytest.raises(ValueError, match="wallclock-seconds"):
         benchmark.main([*args, "--protocol", "wallclock"])
 

@@ -240,6 +240,8 @@ class _EarlyStopping:
             self.bad += 1
             if self.bad >= self.patience:
                 engine.terminate()
+        logger.info(f"  epoch {engine.state.epoch}: validation KID {kid:.4g} (best {self.best:.4g} at epoch "
+                    f"{self.best_epoch}; {self.bad}/{self.patience} without improvement)")
         self.seconds += time.perf_counter() - start
 
     def restore(self) -> None:
@@ -302,6 +304,9 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
         trainer.add_event_handler(Events.EPOCH_COMPLETED(every=int(settings["eval_every"])), stopper)
     elif protocol != "epochs":
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    every = max(1, max_epochs // 10)  # about ten progress lines per cell (a cell runs minutes to hours on a CPU)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=every), lambda engine: logger.info(
+        f"  epoch {engine.state.epoch}/{max_epochs}: {train_clock():.0f} s of training"))
     trainer.run()
     train_seconds = train_clock()
     epochs_run = trainer.state.iteration / max(1, len(loader))

@@ -75,7 +75,9 @@ def _load(data_args: tuple):
 
 
 def _child(target: Callable, data_args: tuple, args: tuple, queue) -> None:
-    # the parent loaded the same data first and logged its warnings (class mix); a child's reload stays quiet
+    # the parent loaded the same data first and logged its warnings (class mix); a child's reload stays quiet, and
+    # the child's own progress lines (epochs, validation KIDs) reach the same stream as the parent's
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("monai_neurosql.benchmark.data").setLevel(logging.ERROR)
     try:
         queue.put(("ok", target(_load(data_args), *args)))
