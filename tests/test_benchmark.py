@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,6 +59,9 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     early = benchmark.main([*args[:3], "neurosql", *args[5:], "--protocol", "early_stop", "--max-epochs", "2",
                             "--eval-every", "1", "--patience", "1", "--val-samples", "20"])
     assert len(early) == 3 and early[-1]["protocol"] == "early_stop" and 1 <= early[-1]["best_epoch"] <= 2
+    saved = torch.load(Path(early[-1]["cell_dir"]) / "checkpoint.pt", weights_only=True)["validation_kids"]
+    assert [epoch for epoch, _ in saved] == list(range(1, len(saved) + 1)) and 1 <= len(saved) <= 2
+    assert min(saved, key=lambda item: item[1])[0] == early[-1]["best_epoch"]  # the best epoch is the lowest KID
     progress = capfd.readouterr().err  # the cells (child processes) report their epochs and validation KIDs
     assert "epoch 1/2: " in progress and "epoch 1: validation KID " in progress and "(best " in progress
     with pytest.raises(ValueError, match="wallclock-seconds"):

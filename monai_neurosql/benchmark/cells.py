@@ -261,7 +261,8 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     them; returns the result row.
 
     Files under :func:`cell_dir`: ``checkpoint.pt`` (state dicts of the model's modules, the NeuroSQL latent bank,
-    the cell and the settings; ``torch.load(..., weights_only=True)``), ``samples.npz`` (``images``: exactly the
+    the cell and the settings, and under ``early_stop`` the ``validation_kids`` as ``[epoch, KID]`` pairs;
+    ``torch.load(..., weights_only=True)``), ``samples.npz`` (``images``: exactly the
     generated images the metrics scored; ``labels`` for conditional models), ``samples.png`` and
     ``memorization_worst_pairs.png``.
     """
@@ -316,6 +317,8 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
         best_epoch = stopper.best_epoch
     torch.save({"cell": dict(cell), "settings": {k: v for k, v in settings.items() if isinstance(v, (int, float, str))},
                 "epochs_run": epochs_run, "best_epoch": best_epoch,
+                # early_stop: every (epoch, validation KID) the selection saw, so the choice can be re-checked
+                "validation_kids": [list(item) for item in stopper.history] if stopper is not None else [],
                 **{name: module.state_dict() for name, module in built["modules"].items()}, **built["extra_state"]()},
                out / "checkpoint.pt")
 
