@@ -22,7 +22,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import get_worker_info
 
 from .. import LatentBank, QuantileLattice, decode
-from ..networks import ConvGenerator
+from ..networks import generator_class
 from .prepare import read_data_info
 
 tqdm, has_tqdm = optional_import("tqdm", "4.47.0", min_version, "tqdm")
@@ -58,7 +58,9 @@ def _find_checkpoint(path: Path) -> Path:
 
 
 def _network_from_info(info: Mapping, where: str) -> nn.Module:
-    """The bundle's ``network_def`` (a :class:`ConvGenerator`) built from the settings in ``data_info.json``."""
+    """The bundle's ``network_def`` built from the settings in ``data_info.json``: the class it records
+    (``"network"``, :func:`~monai_neurosql.networks.generator_class`; a
+    :class:`~monai_neurosql.networks.ConvGenerator` for older runs)."""
     missing = [k for k in _NETWORK_KEYS if k not in info]
     if "out_channels" not in info and "shape" not in info:
         missing.append("out_channels (or shape)")
@@ -66,7 +68,7 @@ def _network_from_info(info: Mapping, where: str) -> nn.Module:
         raise ValueError(f"{where} lacks the generator settings {missing}: pass data_info with them, or pass "
                          "generator= built like the training run's network_def.")
     out_channels = int(info["out_channels"] if "out_channels" in info else info["shape"][0])
-    return ConvGenerator(
+    return generator_class(info)(
         spatial_dims=int(info["spatial_dims"]),
         latent_size=int(info["latent_size"]),
         out_channels=out_channels,
@@ -87,9 +89,10 @@ def load_trained_generator(
     The checkpoint is ``models/model.pt`` (the last epoch, what the bundles' inference uses) when the run wrote
     one, else ``models/best.pt`` (the lowest validation assignment cost; pass the file itself to prefer it), both in
     the layout of the bundles' ``checkpoint_dict``
-    (``"generator"``, ``"bank"``, ...). The network is a :class:`~monai_neurosql.networks.ConvGenerator` built from
-    ``models/data_info.json`` exactly as ``bundles/*/configs/inference.json`` builds ``network_def``; runs trained
-    with another network pass it as ``generator``.
+    (``"generator"``, ``"bank"``, ...). The network is built from ``models/data_info.json`` exactly as
+    ``bundles/*/configs/inference.json`` builds ``network_def``: the generator class the run recorded
+    (``"network"``; a :class:`~monai_neurosql.networks.ConvGenerator` for runs that predate it) with the recorded
+    settings; runs trained with other architecture settings pass their network as ``generator``.
 
     Args:
         path: a training run folder (the ``--bundle_root`` of ``train.json``), its ``models/`` folder, or a

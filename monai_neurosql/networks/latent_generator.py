@@ -3,19 +3,53 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import pydoc
+from collections.abc import Mapping, Sequence
 
 import torch
 from monai.networks.layers.factories import Act
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-__all__ = ["LatentGenerator", "count_parameters"]
+__all__ = ["LatentGenerator", "count_parameters", "generator_class", "generator_path"]
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters of ``module``, the capacity measure of the paper's Tables 1 and 4."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+#: the generator of runs whose ``data_info.json`` predates the ``"network"`` entry (the bundles' only one then)
+DEFAULT_GENERATOR = "monai_neurosql.networks.ConvGenerator"
+
+
+def generator_path(network: nn.Module) -> str:
+    """The import path of ``network``'s class (a DDP wrapper is looked through), as the bundles' ``train.json``
+    writes it to ``data_info.json`` (``"network"``) so that inference builds the same generator."""
+    network = getattr(network, "module", network)
+    return f"{type(network).__module__}.{type(network).__qualname__}"
+
+
+def generator_class(data_info: Mapping | None = None) -> type[LatentGenerator]:
+    """The generator class a run was trained with: ``data_info["network"]`` (:func:`generator_path`), else
+    :class:`~monai_neurosql.networks.ConvGenerator` (runs written before the entry existed).
+
+    Raises:
+        ValueError: the recorded path does not import as a :class:`LatentGenerator` subclass.
+
+    Example::
+
+        net = generator_class(read_data_info("models/data_info.json"))(spatial_dims=2, latent_size=16, ...)
+    """
+    path = str((data_info or {}).get("network") or DEFAULT_GENERATOR)
+    found = pydoc.locate(path)
+    if not (isinstance(found, type) and issubclass(found, LatentGenerator)):  # a bad value in the file, not a type
+        raise ValueError(  # noqa: TRY004
+            f"data_info.json names the generator {path!r}, which does not import as a NeuroSQL generator class (a "
+            "monai_neurosql.networks.LatentGenerator subclass): install the package that defines it, or correct "
+            "'network' in data_info.json (or pass --network_def#_target_ to the command)."
+        )
+    return found
 
 
 class LatentGenerator(nn.Module):

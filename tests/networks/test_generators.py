@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_neurosql.networks import ConvGenerator, FiLMUNetGenerator, ResNetGenerator, count_parameters
+from monai_neurosql.networks import (
+    ConvGenerator,
+    FiLMUNetGenerator,
+    ResNetGenerator,
+    count_parameters,
+    generator_class,
+    generator_path,
+)
 
 SMALL = {
     ConvGenerator: {"channels": (16, 8, 8)},
@@ -88,3 +95,25 @@ def test_conv_generator_loads_checkpoints_from_before_monai_adn():
     torch.testing.assert_close(other.project_adn.N.running_mean, old_layout["project_adn.0.running_mean"])
     wrapped = torch.nn.Sequential(ConvGenerator(2, 4, spatial_size=16, channels=(8, 8)))
     wrapped.load_state_dict({f"0.{k}": v for k, v in old_layout.items()})  # also below a parent module
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+def test_the_recorded_generator_path_builds_the_same_class(cls):
+    from torch.nn.parallel import DistributedDataParallel
+
+    net = cls(2, latent_size=4, spatial_size=16, **SMALL[cls])
+    path = generator_path(net)
+    assert generator_class({"network": path}) is cls
+    wrapped = DistributedDataParallel.__new__(DistributedDataParallel)  # only .module is read
+    torch.nn.Module.__init__(wrapped)
+    wrapped.module = net
+    assert generator_path(wrapped) == path
+
+
+def test_runs_without_a_recorded_generator_build_the_conv_generator_and_a_bad_path_is_named():
+    assert generator_class({}) is ConvGenerator and generator_class(None) is ConvGenerator
+    with pytest.raises(ValueError, match="'monai_neurosql.networks.NoSuchNet'.*correct 'network'"):
+        generator_class({"network": "monai_neurosql.networks.NoSuchNet"})
+    for not_a_generator in ("torch.zeros", "torch.nn.Linear"):
+        with pytest.raises(ValueError, match="does not import as a NeuroSQL generator class"):
+            generator_class({"network": not_a_generator})
