@@ -68,6 +68,18 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
         benchmark.main([*args, "--protocol", "wallclock"])
 
 
+def test_the_ddpm_ema_variant_samples_and_saves_its_moving_average():
+    images = torch.rand(8, 1, 16, 16)
+    data = {"train_images": images, "train_labels": torch.zeros(8, dtype=torch.long), "num_classes": 1}
+    cell = {"model": "ddpm", "variant": "ema", "backbone": "conv", "latent_size": 4, "seed": 0, "conditional": False}
+    loader = [{"image": images}]
+    built = cells.build_model(cell, data, loader, 1, torch.device("cpu"), {"ddpm_sampling_steps": 2})
+    assert set(built["modules"]) == {"unet", "ema"} and built["trainer"].ema is built["modules"]["ema"]
+    assert cells.cell_key({**cell, "dataset": "x"}) != cells.cell_key({**cell, "dataset": "x", "variant": "default"})
+    plain = cells.build_model({**cell, "variant": "default"}, data, loader, 1, torch.device("cpu"), {})
+    assert set(plain["modules"]) == {"unet"} and plain["trainer"].ema is None
+
+
 def test_cell_keys_and_directories_never_contain_the_dataset_path(tmp_path):
     cell = {"dataset": benchmark.dataset_name("/abs/path/to/my data.npz"), "model": "gan", "backbone": "conv",
             "latent_size": 16, "seed": 0, "variant": "hinge", "conditional": False, "protocol": "wallclock"}

@@ -40,6 +40,12 @@ class SeededDDPMScheduler(DDPMScheduler):
         return super().step(model_output, timestep, sample, generator=generator or self.generator)
 
 
+def _ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
+    """One exponential-moving-average step with the usual warm-up (the average follows early weights closely)."""
+    rate = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+    return rate * averaged + (1.0 - rate) * current
+
+
 def _unet(spatial_dims: int, in_channels: int, width: int, num_classes: int | None) -> DiffusionModelUNet:
     return DiffusionModelUNet(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=in_channels, num_res_blocks=1,
@@ -86,15 +92,28 @@ class DDPMTrainer(BaselineTrainer):
         optimizer: optimizer over ``unet.parameters()``.
         num_train_timesteps: T. Default 1000. num_inference_steps: sampling steps. Default 100.
         spatial_shape, in_channels: the image shape to sample.
+        ema_decay: when given (in ``(0, 1)``), ``sample`` uses an exponential moving average of the weights
+            (``self.ema``, a ``torch.optim.swa_utils.AveragedModel``) updated after every optimizer step with the
+            usual warm-up ``min(ema_decay, (1 + n) / (10 + n))`` (``n`` updates so far), as DDPM implementations
+            sample (Ho et al. 0.9999 over 800k steps; shorter runs use 0.999 or less). Default ``None``: the raw
+            weights.
         Others: see :class:`~monai_neurosql.baselines.common.BaselineTrainer`.
     """
 
     def __init__(self, device, max_epochs: int, train_data_loader: Iterable, unet: nn.Module,
                  optimizer: torch.optim.Optimizer, spatial_shape: Sequence[int], in_channels: int = 1,
-                 num_train_timesteps: int = 1000, num_inference_steps: int = 100, **kwargs) -> None:
+                 num_train_timesteps: int = 1000, num_inference_steps: int = 100, ema_decay: float | None = None,
+                 **kwargs) -> None:
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1) (e.g. 0.999), or be None for no average; got {ema_decay}.")
         conditional = getattr(unet, "num_class_embeds", None) is not None
         super().__init__(device, max_epochs, train_data_loader, conditional=conditional, **kwargs)
         self.unet = unet.to(self.state.device)
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = torch.optim.swa_utils.AveragedModel(self.unet, avg_fn=functools.partial(_ema, decay=ema_decay),
+                                                           use_buffers=True)
+            self.ema.requires_grad_(False)
         self.optimizer = optimizer
         self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, schedule="linear_beta")
         self.num_inference_steps = num_inference_steps
@@ -116,14 +135,16 @@ class DDPMTrainer(BaselineTrainer):
         check_finite_loss(loss, engine)
         optimizer_step(engine, loss, engine.optimizer, engine.unet.parameters(), engine.grad_clip_norm, engine.scaler,
                        fire_events=False)
+        if engine.ema is not None:
+            engine.ema.update_parameters(engine.unet)
         return {CommonKeys.IMAGE: images, CommonKeys.LOSS: loss.item()}
 
     @torch.no_grad()
     def sample(self, num: int, seed: int = 0, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
         """``num`` images by the reverse process (MONAI's ``DiffusionInferer.sample``) from seeded noise, in
-        ``[0, 1]``, on the CPU: DDIM steps when ``num_inference_steps < T``, else the DDPM chain with a
-        :class:`SeededDDPMScheduler` seeded alike. The same seed gives the same images, whatever the global RNG
-        holds."""
+        ``[0, 1]``, on the CPU, from the averaged weights when the trainer keeps them (``ema_decay``): DDIM steps
+        when ``num_inference_steps < T``, else the DDPM chain with a :class:`SeededDDPMScheduler` seeded alike. The
+        same seed gives the same images, whatever the global RNG holds."""
         device = self.state.device
         g = torch.Generator(device=device).manual_seed(seed)
         steps = self.scheduler.num_train_timesteps
@@ -133,16 +154,17 @@ class DDPMTrainer(BaselineTrainer):
             scheduler = SeededDDPMScheduler(num_train_timesteps=steps, schedule="linear_beta", generator=g)
         scheduler.set_timesteps(self.num_inference_steps, device=device)
         inferer = DiffusionInferer(scheduler)
-        was_training = self.unet.training
-        self.unet.eval()
+        unet = self.ema.module if self.ema is not None else self.unet
+        was_training = unet.training
+        unet.eval()
         out = []
         for start in range(0, num, batch_size):
             count = min(batch_size, num - start)
             noise = torch.randn(count, self.in_channels, *self.spatial_shape, generator=g, device=device)
-            model = self.unet
+            model = unet
             if labels is not None:
-                model = functools.partial(self.unet, class_labels=torch.as_tensor(labels)[start : start + count].to(device))
+                model = functools.partial(unet, class_labels=torch.as_tensor(labels)[start : start + count].to(device))
             x = inferer.sample(noise, model, scheduler, verbose=False)
             out.append(((x.clamp(-1, 1) + 1) / 2).cpu())
-        self.unet.train(was_training)
+        unet.train(was_training)
         return torch.cat(out)

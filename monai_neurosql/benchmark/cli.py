@@ -204,7 +204,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--seeds", nargs="+", type=int, default=[0])
     add("--variants", nargs="+", default=["default"],
         help="variants where a model has them: neurosql paper (SSIM+L1 assignment cost) l2 adaptive greedy "
-             "minibatch; gan hinge (others run 'default')")
+             "minibatch; gan hinge; ddpm ema (sampled from the moving average of its weights) (others run "
+             "'default')")
     add("--protocol", default="epochs", choices=PROTOCOLS)
     add("--epochs", type=int, default=20, help="epochs of the 'epochs' protocol (and of the VAE beta selection)")
     add("--wallclock-seconds", default=None, help="training seconds per cell ('wallclock'), or 'auto'")
@@ -351,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, args: argparse.Namespace,
             output: Path) -> None:
     from ..metrics import MIN_SAMPLES, load_domain_encoder
-    from .cells import LEARNING_RATES, load_cross_encoders, scored_count
+    from .cells import DDPM_EMA_DECAY, LEARNING_RATES, load_cross_encoders, scored_count
     from .paired import PAIRED_FIELDS, paired_kid_rows, paired_table
     from .tables import comparison_grids, control_report, summarize
 
@@ -369,7 +370,8 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
         f"patience {args.patience} on validation KID ({args.val_samples} samples)."),
         (f"Optimizers: learning rates {LEARNING_RATES}; NeuroSQL and VAE AdamW + cosine + clipping 1.0; GAN DCGAN "
         "(Adam betas (0.5, 0.999), N(0, 0.02) init, no clipping; 'hinge' = hinge loss + spectral norm); DDPM Adam, "
-        f"T = {args.ddpm_timesteps}, {args.ddpm_sampling_steps} sampling steps."),
+        f"T = {args.ddpm_timesteps}, {args.ddpm_sampling_steps} sampling steps (variant 'ema': sampled from the "
+        f"weights' moving average, decay {DDPM_EMA_DECAY} with warm-up)."),
         (f"Domain features: {info.get('kind')} encoder, {info.get('epochs')} epochs on {info.get('num_images')} real "
         f"training images ({settings['encoder_path']}). Minimum counts: {MIN_SAMPLES} (domain-FID: 4 x feature size)."),
         "",

@@ -108,7 +108,8 @@ def test_ddpm_sampler_recovers_the_image_with_an_oracle_denoiser():
             return (x - a.sqrt() * x0) / (1 - a).sqrt()
 
     fake = types.SimpleNamespace(state=types.SimpleNamespace(device=torch.device("cpu")), scheduler=scheduler,
-                                 num_inference_steps=100, unet=Oracle(), in_channels=1, spatial_shape=(16, 16))
+                                 num_inference_steps=100, unet=Oracle(), ema=None, in_channels=1,
+                                 spatial_shape=(16, 16))
     samples = DDPMTrainer.sample(fake, 4, seed=0)
     assert samples.shape == (4, 1, 16, 16)
     torch.testing.assert_close(samples, ((x0 + 1) / 2).expand(4, -1, -1, -1), rtol=0, atol=1e-3)
@@ -137,7 +138,8 @@ def test_ddpm_sampler_reproduces_a_gaussian_data_distribution_with_its_exact_den
             return (1 - a).sqrt() * (x - a.sqrt() * m) / (a * s**2 + 1 - a)
 
     fake = types.SimpleNamespace(state=types.SimpleNamespace(device=torch.device("cpu")), scheduler=scheduler,
-                                 num_inference_steps=steps, unet=Oracle(), in_channels=1, spatial_shape=(8, 8))
+                                 num_inference_steps=steps, unet=Oracle(), ema=None, in_channels=1,
+                                 spatial_shape=(8, 8))
     samples = DDPMTrainer.sample(fake, 64, seed=0) * 2 - 1  # back to [-1, 1]
     assert abs(samples.mean().item() - m) < 0.02 and 0.08 < samples.std().item() < 0.12
 
@@ -167,3 +169,29 @@ def test_gan_hinge_loss_with_spectral_norm_and_dcgan_settings():
     assert {"g_loss", "d_loss"} <= set(trainer.state.output)
     with pytest.raises(ValueError, match="loss must be one of"):
         GANTrainer("cpu", 1, _loader(n=8), generator, disc, g_opt, d_opt, loss="wasserstein")
+
+
+def test_ddpm_samples_from_the_moving_average_of_its_weights():
+    """With ema_decay the trainer keeps the warmed-up exponential average of the weights (checked against the
+    recursion on the weights after each step) and samples from it, not from the last weights."""
+    from ignite.engine import Events
+
+    unet = matched_diffusion_unet(2, 1, 30_000, tolerance=100.0, widths=(8,))
+    trainer = DDPMTrainer("cpu", 1, _loader(n=32, batch_size=8), unet, torch.optim.Adam(unet.parameters(), 1e-2),
+                          spatial_shape=(16, 16), num_inference_steps=3, ema_decay=0.5)
+    after = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                              lambda e: after.append([p.detach().clone() for p in e.unet.parameters()]))
+    trainer.run()
+    expected = after[0]  # the first update copies; then rate min(0.5, (1 + n) / (10 + n)) with n updates so far
+    for n, weights in enumerate(after[1:], start=1):
+        rate = min(0.5, (1 + n) / (10 + n))
+        expected = [rate * e + (1 - rate) * w for e, w in zip(expected, weights)]
+    for average, value in zip(trainer.ema.module.parameters(), expected):
+        torch.testing.assert_close(average, value)
+    assert not all(torch.equal(a, b) for a, b in zip(trainer.ema.module.parameters(), unet.parameters()))
+    raw = DDPMTrainer("cpu", 1, [], unet, torch.optim.Adam(unet.parameters()), spatial_shape=(16, 16),
+                      num_inference_steps=3)
+    assert not torch.equal(trainer.sample(2, seed=0), raw.sample(2, seed=0))
+    with pytest.raises(ValueError, match="ema_decay must lie in"):
+        DDPMTrainer("cpu", 1, [], unet, torch.optim.Adam(unet.parameters()), spatial_shape=(16, 16), ema_decay=1.0)
