@@ -40,10 +40,11 @@ class SeededDDPMScheduler(DDPMScheduler):
         return super().step(model_output, timestep, sample, generator=generator or self.generator)
 
 
-def _ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
-    """One exponential-moving-average step with the usual warm-up (the average follows early weights closely)."""
-    rate = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
-    return rate * averaged + (1.0 - rate) * current
+def _ema(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor, decay: float) -> None:
+    """One exponential-moving-average step of all weights with the usual warm-up (the average follows early weights
+    closely): the rate is read once per step, not once per tensor (a device sync each on the GPU)."""
+    n = float(num_averaged)
+    torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
 
 def _unet(spatial_dims: int, in_channels: int, width: int, num_classes: int | None) -> DiffusionModelUNet:
@@ -111,7 +112,7 @@ class DDPMTrainer(BaselineTrainer):
         self.unet = unet.to(self.state.device)
         self.ema = None
         if ema_decay is not None:
-            self.ema = torch.optim.swa_utils.AveragedModel(self.unet, avg_fn=functools.partial(_ema, decay=ema_decay),
+            self.ema = torch.optim.swa_utils.AveragedModel(self.unet, multi_avg_fn=functools.partial(_ema, decay=ema_decay),
                                                            use_buffers=True)
             self.ema.requires_grad_(False)
         self.optimizer = optimizer
