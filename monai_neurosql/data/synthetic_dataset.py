@@ -22,7 +22,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import get_worker_info
 
 from .. import LatentBank, QuantileLattice, decode
-from ..networks import generator_class
+from ..networks import generator_builder
 from .prepare import read_data_info
 
 tqdm, has_tqdm = optional_import("tqdm", "4.47.0", min_version, "tqdm")
@@ -60,7 +60,8 @@ def _find_checkpoint(path: Path) -> Path:
 def _network_from_info(info: Mapping, where: str) -> nn.Module:
     """The bundle's ``network_def`` built from the settings in ``data_info.json``: the class it records
     (``"network"``, :func:`~monai_neurosql.networks.generator_class`; a
-    :class:`~monai_neurosql.networks.ConvGenerator` for older runs)."""
+    :class:`~monai_neurosql.networks.ConvGenerator` for older runs) with its recorded settings (``"network_args"``,
+    :func:`~monai_neurosql.networks.generator_args`; the class's defaults for runs that predate the entry)."""
     missing = [k for k in _NETWORK_KEYS if k not in info]
     if "out_channels" not in info and "shape" not in info:
         missing.append("out_channels (or shape)")
@@ -68,7 +69,7 @@ def _network_from_info(info: Mapping, where: str) -> nn.Module:
         raise ValueError(f"{where} lacks the generator settings {missing}: pass data_info with them, or pass "
                          "generator= built like the training run's network_def.")
     out_channels = int(info["out_channels"] if "out_channels" in info else info["shape"][0])
-    return generator_class(info)(
+    return generator_builder(info)(
         spatial_dims=int(info["spatial_dims"]),
         latent_size=int(info["latent_size"]),
         out_channels=out_channels,
@@ -92,7 +93,8 @@ def load_trained_generator(
     (``"generator"``, ``"bank"``, ...). The network is built from ``models/data_info.json`` exactly as
     ``bundles/*/configs/inference.json`` builds ``network_def``: the generator class the run recorded
     (``"network"``; a :class:`~monai_neurosql.networks.ConvGenerator` for runs that predate it) with the recorded
-    settings; runs trained with other architecture settings pass their network as ``generator``.
+    settings (the shared ones and ``"network_args"``: activation, normalization, the class's own settings); runs
+    whose settings could not be recorded pass their network as ``generator``.
 
     Args:
         path: a training run folder (the ``--bundle_root`` of ``train.json``), its ``models/`` folder, or a

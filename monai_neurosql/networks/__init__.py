@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from .conv_generator import ConvGenerator
 from .film_unet_generator import FiLMUNetGenerator
-from .latent_generator import LatentGenerator, count_parameters, generator_class, generator_path
+from .latent_generator import (
+    LatentGenerator,
+    count_parameters,
+    generator_args,
+    generator_builder,
+    generator_class,
+    generator_path,
+)
 from .resnet_generator import ResNetGenerator
 
 __all__ = [
@@ -11,6 +18,8 @@ __all__ = [
     "LatentGenerator",
     "ResNetGenerator",
     "count_parameters",
+    "generator_args",
+    "generator_builder",
     "generator_class",
     "generator_path",
 ]

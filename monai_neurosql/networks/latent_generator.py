@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 import math
 import pydoc
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.networks.layers.factories import Act
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-__all__ = ["LatentGenerator", "count_parameters", "generator_class", "generator_path"]
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are not evaluated (from __future__)
+    from typing import Self
+
+__all__ = [
+    "LatentGenerator",
+    "count_parameters",
+    "generator_args",
+    "generator_builder",
+    "generator_class",
+    "generator_path",
+]
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -52,6 +67,61 @@ def generator_class(data_info: Mapping | None = None) -> type[LatentGenerator]:
     return found
 
 
+#: constructor arguments that ``data_info.json`` holds as entries of their own (the bundles' shared settings), so
+#: :func:`generator_args` leaves them out
+SHARED_ARGUMENTS = ("spatial_dims", "latent_size", "out_channels", "spatial_size", "channels", "num_classes")
+
+
+def generator_args(network: nn.Module) -> dict[str, Any]:
+    """The constructor settings ``network`` was built with, other than the :data:`SHARED_ARGUMENTS` (defaults
+    included, e.g. ``kernel_size``, ``act``, ``norm`` and ``out_act``, the FiLM U-Net's ``film_hidden``), as
+    plain JSON values: what the bundles' ``train.json`` writes to ``data_info.json`` (``"network_args"``) so
+    that inference builds the network it trained, not one with the class's defaults (a different activation
+    loads the same weights and silently gives other images). A DDP wrapper is looked through. A setting that
+    has no JSON form (e.g. an object passed to a subclass's own setting) is left out with a warning naming it.
+
+    Example::
+
+        generator_args(FiLMUNetGenerator(2, 16, film_hidden=64))["film_hidden"]  # 64
+    """
+    network = getattr(network, "module", network)
+    args = {}
+    for name, value in getattr(network, "init_arguments", {}).items():
+        if name in SHARED_ARGUMENTS:
+            continue
+        try:
+            args[name] = json.loads(json.dumps(value, default=_plain))
+        except (TypeError, ValueError):
+            warnings.warn(
+                f"{type(network).__name__}'s setting {name}={value!r} has no JSON form and is not recorded in "
+                f"data_info.json: pass it again when loading the run (--network_def#{name}, or generator=).",
+                stacklevel=2,
+            )
+    return args
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of numpy and torch scalars and arrays (``json.dumps``'s ``default``); ``TypeError`` otherwise."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def generator_builder(data_info: Mapping | None = None) -> Callable[..., LatentGenerator]:
+    """The generator class a run was trained with (:func:`generator_class`) with its recorded settings
+    (``data_info["network_args"]``, :func:`generator_args`) bound: call it with the shared settings, as
+    ``bundles/*/configs/inference.json`` does (``"_target_": "$monai_neurosql.networks.generator_builder(@data_info)"``);
+    keywords given in the call override the recorded ones.
+
+    Example::
+
+        net = generator_builder(info)(spatial_dims=2, latent_size=16, out_channels=1, spatial_size=64, channels=[...])
+    """
+    cls = generator_class(data_info)
+    args = dict((data_info or {}).get("network_args") or {})
+    return functools.partial(cls, **args) if args else cls
+
+
 class LatentGenerator(nn.Module):
     """Base class of generators ``G: R^d (x classes) -> BxCx[SPATIAL]`` (the only network of NeuroSQL).
 
@@ -73,6 +143,26 @@ class LatentGenerator(nn.Module):
         class_embed_size: size of the learned class embedding concatenated to ``z``. Default ``latent_size``.
         out_act: output activation name (MONAI ``Act`` factory) or ``None`` for raw outputs. Default sigmoid.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        self = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(self, *args, **kwargs)
+        except TypeError:  # __init__ raises it with its own message (or copy/pickle re-creating without arguments)
+            return self
+        bound.apply_defaults()
+        arguments: dict[str, Any] = {}
+        for name, param in list(bound.signature.parameters.items())[1:]:
+            if param.kind is param.VAR_KEYWORD:
+                arguments.update(bound.arguments.get(name, {}))
+            elif param.kind is not param.VAR_POSITIONAL:
+                arguments[name] = bound.arguments[name]
+        for name, param in inspect.signature(LatentGenerator.__init__).parameters.items():
+            if param.kind is param.KEYWORD_ONLY:  # the base's settings a subclass takes through **kwargs
+                arguments.setdefault(name, param.default)
+        # every constructor argument by name, defaults included, set before __init__ runs (generator_args reads it)
+        object.__setattr__(self, "init_arguments", arguments)
+        return self
 
     def __init__(
         self,

@@ -130,11 +130,14 @@ def test_oasis_volume_layout_class_conditional(tmp_path):
 @pytest.mark.slow
 def test_medmnist_2d_and_3d(tmp_path):
     npz2 = write_npz(tmp_path / "tiny2d.npz", shape=(28, 28), n=(24, 8, 8))
-    # another backbone is one override away: data_info.json records it and inference / evaluate build the same one
-    film = {"network_def#_target_": "monai_neurosql.networks.FiLMUNetGenerator", "channels": [8, 16]}
+    # another backbone is one override away: data_info.json records it with its own settings (a film_hidden that is
+    # not the default would not load into the default's MLP), and inference / evaluate build the same network
+    film = {"network_def#_target_": "monai_neurosql.networks.FiLMUNetGenerator", "network_def#film_hidden": 12,
+            "channels": [8, 16]}
     run_workflow([MEDMNIST / "train.json"], tmp_path / "r2", npz_file=str(npz2), **{**TINY, **film})
     info = check_training_outputs(tmp_path / "r2", (28, 28))
     assert info["network"] == "monai_neurosql.networks.film_unet_generator.FiLMUNetGenerator"
+    assert info["network_args"]["film_hidden"] == 12
     assert type(load_trained_generator(tmp_path / "r2")[0]).__name__ == "FiLMUNetGenerator"
     run_workflow([MEDMNIST / "inference.json"], tmp_path / "r2", workflow_type="infer", num_samples=3)
     check_inference_outputs(tmp_path / "r2", (28, 28), info["spacing"], 3)

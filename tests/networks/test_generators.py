@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from monai_neurosql.networks import (
     ConvGenerator,
     FiLMUNetGenerator,
+    LatentGenerator,
     ResNetGenerator,
     count_parameters,
+    generator_args,
+    generator_builder,
     generator_class,
     generator_path,
 )
@@ -117,3 +122,45 @@ def test_runs_without_a_recorded_generator_build_the_conv_generator_and_a_bad_pa
     for not_a_generator in ("torch.zeros", "torch.nn.Linear"):
         with pytest.raises(ValueError, match="does not import as a NeuroSQL generator class"):
             generator_class({"network": not_a_generator})
+
+
+# settings other than the class's defaults, each of which changes the weights' shapes or the images
+NON_DEFAULT = {
+    ConvGenerator: {"kernel_size": 5, "act": "leakyrelu"},
+    ResNetGenerator: {"act": ("leakyrelu", {"negative_slope": 0.3}), "norm": "instance"},
+    FiLMUNetGenerator: {"film_hidden": 24, "act": "elu"},
+}
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+def test_the_recorded_settings_rebuild_the_trained_network(cls):
+    torch.manual_seed(0)
+    net = cls(2, 4, 1, 16, num_classes=3, class_embed_size=2, **{**SMALL[cls], **NON_DEFAULT[cls]}).eval()
+    info = json.loads(json.dumps({"network": generator_path(net), "network_args": generator_args(net)}))
+    assert info["network_args"]["class_embed_size"] == 2 and "channels" not in info["network_args"]
+    shared = {"spatial_dims": 2, "latent_size": 4, "out_channels": 1, "spatial_size": 16,
+              "channels": list(SMALL[cls]["channels"]), "num_classes": 3}
+    rebuilt = generator_builder(info)(**shared).eval()
+    rebuilt.load_state_dict(net.state_dict())
+    z, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    assert torch.equal(rebuilt(z, labels), net(z, labels))
+    # without the record (runs written before it) the class's defaults give another network
+    default = generator_class(info)(**shared).eval()
+    try:
+        default.load_state_dict(net.state_dict())
+    except RuntimeError:  # other shapes: refused, the loader's error names the fix
+        return
+    assert not torch.allclose(default(z, labels), net(z, labels))  # same shapes, other activation: other images
+
+
+def test_a_setting_without_a_json_form_is_named_and_left_out():
+    class Tagged(ConvGenerator):
+        def __init__(self, spatial_dims, latent_size, out_channels=1, spatial_size=64, channels=(8,), tag=None,
+                     **kwargs):
+            super().__init__(spatial_dims, latent_size, out_channels, spatial_size, channels, **kwargs)
+
+    with pytest.warns(UserWarning, match=r"setting tag=<object.*network_def#tag"):
+        args = generator_args(Tagged(2, 4, spatial_size=8, tag=object()))
+    assert "tag" not in args and args["out_act"] == "sigmoid"
+    assert isinstance(generator_builder({}), type) and generator_builder({}) is ConvGenerator
+    assert issubclass(Tagged, LatentGenerator)
