@@ -51,6 +51,16 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     assert {(r["a"], r["b"]) for r in paired} == {("neurosql/default/epochs", "gan/default/epochs")}
     assert [r["space"] for r in paired] == ["domain", "classifier", "autoencoder"]  # the cross-check spaces too
     assert all(float(r["se"]) > 0 for r in paired) and "Paired KID differences" in report
+    # any two settings of the run, compared seed by seed without training: the same numbers, the other way round
+    swapped = benchmark.main([*args, "--pair", "gan/default/epochs", "neurosql/default/epochs"])
+    written_pair = _read(out / "paired_gan_default_epochs_vs_neurosql_default_epochs.csv")
+    assert [r["space"] for r in written_pair] == ["domain", "classifier", "autoencoder"] and len(swapped) == 3
+    for mine, theirs in zip(written_pair, paired, strict=True):
+        assert float(mine["difference"]) == pytest.approx(-float(theirs["difference"]))
+        assert float(mine["se"]) == pytest.approx(float(theirs["se"]))
+    assert len(_read(out / "results.csv")) == 2  # nothing trained
+    with pytest.raises(ValueError, match=r"\['vae/default/epochs'\].*'gan/default/epochs', 'neurosql"):
+        benchmark.main([*args, "--pair", "vae/default/epochs", "gan/default/epochs"])
     assert all(float(r["kid_classifier"]) > -1 and float(r["kid_autoencoder_se"]) > 0 for r in written)
     assert (out / "domain_encoder_classifier.pt").is_file() and (out / "domain_encoder_autoencoder.pt").is_file()
     assert sorted(p.name for p in data_dir.iterdir()) == ["tiny.npz"]  # nothing written next to the data
@@ -192,6 +202,11 @@ def test_paired_comparisons_anchor_on_neurosql_of_the_same_seed_and_resolve_clea
         "neurosql/paper/epochs", "gan/default/wallclock"]
     few = paired.paired_kid_rows(rows[:2], reference[:30], {"pixels": lambda x: x.flatten(1)})
     assert {r["verdict"] for r in few} == {"n<min"} and "s0: n<min (30<50)" in paired.paired_table(few)
+    # two named settings, paired seed by seed where both exist (seed 1 has no NeuroSQL default, seed 2 no VAE)
+    named = paired.named_pairs(rows, "vae/default/epochs", "neurosql/paper/epochs")
+    assert [(a["model"], b["variant"], a["seed"]) for a, b in named] == [("vae", "paper", "0"), ("vae", "paper", "1")]
+    with pytest.raises(ValueError, match=r"\['ddpm/ema/epochs'\].*'gan/default/epochs'"):
+        paired.named_pairs(rows, "ddpm/ema/epochs", "vae/default/epochs")
 
 
 def test_results_csv_written_by_an_older_version_is_rewritten_with_todays_columns_on_resume(tmp_path):

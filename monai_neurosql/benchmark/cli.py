@@ -28,7 +28,10 @@ Steps, each resumable (an interrupted sweep redoes nothing finished):
    (:mod:`monai_neurosql.benchmark.paired`).
 
 ``--rescore`` scores the controls and every finished cell's saved samples again with the current metrics (no
-retraining), e.g. after a metric changed.
+retraining), e.g. after a metric changed. ``--pair A B`` compares any two settings of the output's
+``results.csv`` the same way as ``paired.csv`` compares NeuroSQL with the others, seed by seed in every feature
+space, without training (``model/variant/protocol`` names, e.g. ``--pair ddpm/ema/epochs ddpm/default/epochs``;
+``paired_<A>_vs_<B>.csv``).
 
 Protocols (``--protocol``): ``epochs`` (the paper's: ``--epochs`` for every model), ``wallclock``
 (``--wallclock-seconds`` of training each, or ``auto``: NeuroSQL's mean training time in this output's
@@ -239,6 +242,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--lpips-weights", default=None, help="torchvision vgg16-397923af.pth")
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--threads", type=int, default=torch.get_num_threads())
+    add("--pair", nargs=2, metavar=("A", "B"), default=None,
+        help="compare two settings of this output's results.csv seed by seed instead of training, named "
+             "model/variant/protocol (e.g. ddpm/ema/epochs ddpm/default/epochs): their paired KID difference in "
+             "every feature space, written to paired_<A>_vs_<B>.csv")
     add("--rescore", action="store_true",
         help="score the controls and every finished cell's saved samples again with the current metrics, then report")
     add("--output", default="runs/benchmark")
@@ -275,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     data_args = (args.dataset, args.image_size, args.max_train, output, args.csv_path, args.demo_scale)
     data = _load(data_args)  # fails early on a missing data set; children reload it (cached files)
     name = data["name"]
+    if args.pair:  # scores finished cells: trains nothing
+        settings["cross_spaces"] = _cross_spaces(args.cross_spaces, encoder_path, data) if encoder_path.is_file() else []
+        return _pair(data, args.pair, settings)
     if not encoder_path.is_file():
         info = _in_child(_train_encoder, data_args, settings, args.encoder_kind, str(encoder_path),
                          what="training the domain encoder")
@@ -347,6 +357,31 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         _write_csv(csv_path, [row], append=True)
     _report(rows, controls, data, settings, args, output)
     return rows
+
+
+def _pair(data: dict, names: Sequence[str], settings: dict) -> list[dict]:
+    """``--pair A B``: the paired KID rows of every seed holding both settings, written beside results.csv."""
+    from ..metrics import load_domain_encoder
+    from .cells import load_cross_encoders
+    from .paired import PAIRED_FIELDS, named_pairs, paired_kid_rows, paired_table
+
+    output = Path(settings["output"])
+    rows = _read_csv(output / "results.csv")
+    if not rows:
+        raise FileNotFoundError(f"--pair compares finished cells, and {str(output / 'results.csv')!r} holds none: "
+                                "run the cells into this --output first.")
+    a, b = names
+    pairs = named_pairs(rows, a, b)  # names checked before any encoder is loaded
+    if not Path(settings["encoder_path"]).is_file():
+        raise FileNotFoundError(f"{settings['encoder_path']!r} not found: --pair scores in the run's own domain "
+                                "encoder; pass the --output the cells were run into (or --domain-encoder).")
+    encoders = {"domain": load_domain_encoder(settings["encoder_path"]), **load_cross_encoders(settings)}
+    paired = paired_kid_rows(rows, data["reference_images"], encoders, pairs)
+    path = output / f"paired_{a.replace('/', '_')}_vs_{b.replace('/', '_')}.csv"
+    _write_csv(path, paired, fields=PAIRED_FIELDS)
+    print(f"Paired KID differences ({path}): a = {a}, b = {b}, scored against the same test images; "
+          "'a closer' is a difference below -2 of its own SE.\n\n" + paired_table(paired))
+    return paired
 
 
 def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, args: argparse.Namespace,

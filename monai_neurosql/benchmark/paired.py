@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PAIRED_FIELDS", "comparison_pairs", "paired_kid_rows", "paired_table", "paired_verdict"]
+__all__ = ["PAIRED_FIELDS", "comparison_pairs", "named_pairs", "paired_kid_rows", "paired_table", "paired_verdict"]
 
 PAIRED_FIELDS = ["dataset", "backbone", "latent_size", "conditional", "seed", "space", "a", "b", "num_scored",
                  "kid_a", "kid_b", "difference", "se", "verdict"]
@@ -68,12 +68,31 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[st
     return pairs
 
 
-def paired_kid_rows(rows: Sequence[Mapping[str, Any]], reference: torch.Tensor,
-                    encoders: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Score every :func:`comparison_pairs` pair from the cells' saved ``samples.npz`` in each feature space of
-    ``encoders`` (``{space name: encoder}``): ``KID(a) - KID(b)`` against the first ``n`` reference images (``n`` =
-    the smaller sample count), with its SE and a verdict. Pairs whose samples are missing are skipped (logged);
-    below KID's minimum count the difference is the text ``n<min (...)``."""
+def named_pairs(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """``(row a, row b)`` of every (data set, backbone, latent size, conditioning, seed) that holds a row of each
+    name (``model/variant/protocol``, e.g. ``ddpm/ema/epochs``): any two settings compared seed by seed, as
+    ``python -m monai_neurosql.benchmark ... --pair A B`` does.
+
+    Raises:
+        ValueError: a name matches no row (the names in ``rows`` are listed).
+    """
+    names = sorted({_name(row) for row in rows})
+    missing = [name for name in (a, b) if name not in names]
+    if missing:
+        raise ValueError(f"no results.csv row is named {missing} (model/variant/protocol); the rows are {names}.")
+    groups: dict[tuple, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        groups[_group(row)].setdefault(_name(row), row)
+    return [(group[a], group[b]) for group in groups.values() if a in group and b in group]
+
+
+def paired_kid_rows(rows: Sequence[Mapping[str, Any]], reference: torch.Tensor, encoders: Mapping[str, Any],
+                    pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """Score every pair (``pairs``; default every :func:`comparison_pairs` pair of ``rows``) from the cells' saved
+    ``samples.npz`` in each feature space of ``encoders`` (``{space name: encoder}``): ``KID(a) - KID(b)`` against
+    the first ``n`` reference images (``n`` = the smaller sample count), with its SE and a verdict. Pairs whose
+    samples are missing are skipped (logged); below KID's minimum count the difference is the text
+    ``n<min (...)``."""
     from ..metrics import extract_features
 
     images: dict[str, torch.Tensor | None] = {}
@@ -84,17 +103,17 @@ def paired_kid_rows(rows: Sequence[Mapping[str, Any]], reference: torch.Tensor,
             images[str(path)] = torch.from_numpy(np.load(path)["images"]).float() if path.is_file() else None
         return images[str(path)]
 
-    pairs = []
-    for a, b in comparison_pairs(rows):
+    scored = []
+    for a, b in comparison_pairs(rows) if pairs is None else pairs:
         if samples(a) is None or samples(b) is None:
             logger.info(f"paired KID: no samples.npz for {_name(a)} or {_name(b)} (seed {a['seed']}); skipped")
         else:
-            pairs.append((a, b))
+            scored.append((a, b))
     out = []
     for space, encoder in encoders.items():
         reference_features = extract_features(encoder, reference.float())
         features = {key: extract_features(encoder, value) for key, value in images.items() if value is not None}
-        for a, b in pairs:
+        for a, b in scored:
             out.append(_paired_row(a, b, space, reference_features,
                                    features[str(Path(str(a["cell_dir"])) / "samples.npz")],
                                    features[str(Path(str(b["cell_dir"])) / "samples.npz")]))
