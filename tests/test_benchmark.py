@@ -98,23 +98,31 @@ def test_cell_keys_and_directories_never_contain_the_dataset_path(tmp_path):
     assert benchmark.dataset_name("/data/OASIS-1/") == "OASIS-1" and benchmark.dataset_name("demo") == "demo"
 
 
-def test_comparison_grids_show_ddpm_beside_every_latent_size(tmp_path, monkeypatch):
+def test_comparison_grids_show_every_variant_and_the_ddpm_beside_every_latent_size(tmp_path, monkeypatch):
     from monai_neurosql import visualize
 
     saved = {}
     monkeypatch.setattr(visualize, "save_grid_png", lambda images, path, **kw: saved.__setitem__(path.name, images))
     rows = []
-    for model, latent in (("neurosql", 4), ("neurosql", 16), ("vae", 16), ("ddpm", 4)):
-        cell_dir = tmp_path / f"{model}_{latent}"
+    cells_run = (("ddpm", 4, "ema", 0), ("neurosql", 4, "paper", 0), ("neurosql", 4, "default", 0),
+                 ("neurosql", 16, "default", 0), ("vae", 16, "default", 0), ("ddpm", 4, "default", 0),
+                 ("vae", 16, "default", 1))  # a second seed is not shown
+    for model, latent, variant, seed in cells_run:
+        cell_dir = tmp_path / f"{model}_{latent}_{variant}_{seed}"
         cell_dir.mkdir()
         np.savez(cell_dir / "samples.npz", images=np.full((16, 1, 8, 8), float(len(rows)), dtype=np.float32))
         rows.append({"dataset": "d", "backbone": "conv", "latent_size": str(latent), "conditional": "False",
-                     "variant": "default", "seed": "0", "model": model, "protocol": "epochs",
+                     "variant": variant, "seed": str(seed), "model": model, "protocol": "epochs",
                      "cell_dir": str(cell_dir)})
     tables.comparison_grids(rows, torch.zeros(20, 1, 8, 8), tmp_path)
     z4, z16 = saved["comparison_d_epochs_conv_z4_uncond.png"], saved["comparison_d_epochs_conv_z16_uncond.png"]
-    assert z4.shape[0] == 3 * 16 and z16.shape[0] == 4 * 16  # real row + one row per model
-    assert torch.equal(z16[-16:], torch.full((16, 1, 8, 8), 3.0))  # the DDPM row, last as in MODELS
+    assert z4.shape[0] == 5 * 16 and z16.shape[0] == 5 * 16  # real row + one row per model and variant
+
+    def shown(grid):  # which cell each row of 16 came from (its fill value)
+        return [int(grid[i * 16].max()) for i in range(1, grid.shape[0] // 16)]
+
+    # models in MODELS order, each model's default first; the DDPM's variants beside every latent size
+    assert shown(z4) == [2, 1, 5, 0] and shown(z16) == [3, 4, 5, 0]
 
 
 def test_summary_reports_mean_std_minimum_counts_and_flags_controls():

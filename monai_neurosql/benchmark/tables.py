@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cells import MODELS
+from .cells import MODELS, VARIANTS
 
 __all__ = ["HEADLINE", "comparison_grids", "control_report", "summarize"]
 
@@ -117,31 +117,41 @@ def control_report(rows: Sequence[Mapping[str, Any]], controls: Sequence[Mapping
     return lines
 
 
+def _display_order(model_variant: tuple[str, str]) -> tuple[int, int, str]:
+    """Picture row order: models as in :data:`MODELS`, then each model's variants as in :data:`VARIANTS`."""
+    model, variant = model_variant
+    known = VARIANTS.get(model, ())
+    return (MODELS.index(model) if model in MODELS else len(MODELS),
+            known.index(variant) if variant in known else len(known), variant)
+
+
 def comparison_grids(rows: Sequence[Mapping[str, Any]], reference: torch.Tensor, output: Path) -> list[Path]:
     """Side-by-side sample pictures per (dataset, protocol, backbone, latent, conditioning): a row of real test
-    images, then 16 samples of each model's first seed (the DDPM, which has no latent size, beside every one)."""
+    images, then 16 samples of each model's first seed, one row per variant (models in :data:`MODELS` order, each
+    model's variants in :data:`VARIANTS` order, ``default`` first; the DDPM, which has no latent size, beside
+    every one)."""
     from ..visualize import save_grid_png
 
-    groups: dict[tuple, dict[str, Path]] = defaultdict(dict)
+    groups: dict[tuple, dict[tuple[str, str], Path]] = defaultdict(dict)
     first_seed: dict[tuple, str] = {}
     for row in rows:
         key = (row["dataset"], str(row.get("protocol", "epochs")), row["backbone"], str(row["latent_size"]),
                str(row["conditional"]))
-        model_key = (*key, row["model"])
-        if row.get("variant", "default") != "default" or first_seed.setdefault(model_key, str(row["seed"])) != \
-                str(row["seed"]):
+        model_variant = (row["model"], str(row.get("variant") or "default"))
+        if first_seed.setdefault((*key, *model_variant), str(row["seed"])) != str(row["seed"]):
             continue
-        groups[key][row["model"]] = Path(row["cell_dir"]) / "samples.npz"
-    ddpm = {(k[0], k[1], k[2], k[4]): g["ddpm"] for k, g in groups.items() if "ddpm" in g}
+        groups[key][model_variant] = Path(row["cell_dir"]) / "samples.npz"
+    ddpm: dict[tuple, dict[tuple[str, str], Path]] = defaultdict(dict)
     for (dataset, protocol, backbone, _, cond), grids in groups.items():
-        if "ddpm" not in grids and (dataset, protocol, backbone, cond) in ddpm:
-            grids["ddpm"] = ddpm[(dataset, protocol, backbone, cond)]
+        ddpm[(dataset, protocol, backbone, cond)].update({mv: p for mv, p in grids.items() if mv[0] == "ddpm"})
     written = []
     for (dataset, protocol, backbone, latent, cond), grids in groups.items():
+        for model_variant, path in ddpm[(dataset, protocol, backbone, cond)].items():
+            grids.setdefault(model_variant, path)
         panels = [reference[:16]]
-        for model in MODELS:
-            if model in grids and grids[model].is_file():
-                panels.append(torch.from_numpy(np.load(grids[model])["images"][:16]))
+        for model_variant in sorted(grids, key=_display_order):
+            if grids[model_variant].is_file():
+                panels.append(torch.from_numpy(np.load(grids[model_variant])["images"][:16]))
         name = (f"comparison_{dataset}_{protocol}_{backbone}_z{latent}_"
                 f"{'cond' if cond == 'True' else 'uncond'}.png")
         written.append(save_grid_png(torch.cat(panels), output / name, nrow=16, scale=2))
