@@ -90,6 +90,23 @@ def test_the_ddpm_ema_variant_samples_and_saves_its_moving_average():
     assert set(plain["modules"]) == {"unet"} and plain["trainer"].ema is None
 
 
+def test_each_model_runs_its_own_default_variant_unless_one_of_its_variants_is_named():
+    from monai_neurosql.benchmark import cli
+
+    def planned(*extra):
+        args = cli.parse_args(["--models", "neurosql", "gan", "ddpm", "--seeds", "0", *extra])
+        return [(c["model"], c["variant"]) for c in cli.plan_cells(args, "d", False)]
+
+    # the DDPM samples from its moving average unless its raw weights ("default") are asked for
+    assert planned() == [("neurosql", "default"), ("gan", "default"), ("ddpm", "ema")]
+    assert planned("--variants", "hinge") == [("neurosql", "default"), ("gan", "hinge"), ("ddpm", "ema")]
+    assert planned("--variants", "default") == [("neurosql", "default"), ("gan", "default"), ("ddpm", "default")]
+    assert planned("--variants", "paper", "ema", "default") == [  # in the order named
+        ("neurosql", "paper"), ("neurosql", "default"), ("gan", "default"), ("ddpm", "ema"), ("ddpm", "default")]
+    two_sizes = planned("--latent-sizes", "4", "16")  # the DDPM has no latent size: once
+    assert len(two_sizes) == 5 and two_sizes.count(("ddpm", "ema")) == 1
+
+
 def test_cell_keys_and_directories_never_contain_the_dataset_path(tmp_path):
     cell = {"dataset": benchmark.dataset_name("/abs/path/to/my data.npz"), "model": "gan", "backbone": "conv",
             "latent_size": 16, "seed": 0, "variant": "hinge", "conditional": False, "protocol": "wallclock"}

@@ -4,7 +4,17 @@ experiment (``python -m monai_neurosql.benchmark.augmentation``)."""
 
 from __future__ import annotations
 
-from .cells import BACKBONES, LEARNING_RATES, MODELS, PROTOCOLS, VARIANTS, build_generator, run_cell, scored_count
+from .cells import (
+    BACKBONES,
+    DEFAULT_VARIANTS,
+    LEARNING_RATES,
+    MODELS,
+    PROTOCOLS,
+    VARIANTS,
+    build_generator,
+    run_cell,
+    scored_count,
+)
 from .cli import main
 from .data import dataset_name, load_benchmark_data
 from .memory import peak_rss_mib
@@ -12,6 +22,7 @@ from .tables import comparison_grids, control_report, summarize
 
 __all__ = [
     "BACKBONES",
+    "DEFAULT_VARIANTS",
     "LEARNING_RATES",
     "MODELS",
     "PROTOCOLS",

@@ -55,7 +55,7 @@ from typing import Any
 
 import torch
 
-from .cells import BACKBONES, MODELS, PROTOCOLS, VARIANTS, cell_key, cross_encoder_path
+from .cells import BACKBONES, DEFAULT_VARIANTS, MODELS, PROTOCOLS, VARIANTS, cell_key, cross_encoder_path
 
 __all__ = ["FIELDS", "main"]
 
@@ -205,10 +205,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--backbones", nargs="+", default=["conv"], choices=BACKBONES)
     add("--latent-sizes", nargs="+", type=int, default=[16])
     add("--seeds", nargs="+", type=int, default=[0])
-    add("--variants", nargs="+", default=["default"],
-        help="variants where a model has them: neurosql paper (SSIM+L1 assignment cost) l2 adaptive greedy "
-             "minibatch; gan hinge; ddpm ema (sampled from the moving average of its weights) (others run "
-             "'default')")
+    add("--variants", nargs="+", default=None,
+        help="variants where a model has them: neurosql default paper (SSIM+L1 assignment cost) l2 adaptive greedy "
+             "minibatch; gan default hinge; ddpm ema (sampled from the moving average of its weights) default (its "
+             "raw weights). A model none of whose variants is named runs its own default: 'ema' for the DDPM, "
+             "'default' for the others")
     add("--protocol", default="epochs", choices=PROTOCOLS)
     add("--epochs", type=int, default=20, help="epochs of the 'epochs' protocol (and of the VAE beta selection)")
     add("--wallclock-seconds", default=None, help="training seconds per cell ('wallclock'), or 'auto'")
@@ -256,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("monai_neurosql.benchmark")
-    unknown = set(args.variants) - {v for vs in VARIANTS.values() for v in vs}
+    unknown = set(args.variants or ()) - {v for vs in VARIANTS.values() for v in vs}
     if unknown:
         raise ValueError(f"unknown --variants {sorted(unknown)}; known: {VARIANTS}.")
     if args.protocol == "wallclock" and not args.wallclock_seconds:
@@ -307,18 +308,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         _write_csv(controls_csv, _in_child(_controls, data_args, settings, what="scoring the controls"))
     controls = _read_csv(controls_csv)
 
-    cells = []
-    for backbone in args.backbones:
-        for latent in args.latent_sizes:
-            for model in args.models:
-                if model == "ddpm" and latent != args.latent_sizes[0]:
-                    continue  # a diffusion model has no latent size: one set of runs per backbone
-                for variant in [v for v in args.variants if v in VARIANTS[model]] or ["default"]:
-                    for seed in args.seeds:
-                        cells.append({"dataset": name, "model": model, "backbone": backbone, "latent_size": latent,
-                                      "seed": seed, "variant": variant, "conditional": conditional,
-                                      "protocol": args.protocol})
-    cells = list({cell_key(c): c for c in cells}.values())  # a model or seed named twice runs once
+    cells = plan_cells(args, name, conditional)
     csv_path = output / "results.csv"
     rows = _read_csv(csv_path)
     done = {cell_key(r) for r in rows}
@@ -384,6 +374,25 @@ def _pair(data: dict, names: Sequence[str], settings: dict) -> list[dict]:
     return paired
 
 
+def plan_cells(args: argparse.Namespace, name: str, conditional: bool) -> list[dict]:
+    """The cells of a command line: backbone x latent size x model x variant x seed under its protocol (the DDPM,
+    which has no latent size, once per backbone; a model none of whose variants ``--variants`` names runs its
+    :data:`~monai_neurosql.benchmark.cells.DEFAULT_VARIANTS` entry); a cell named twice runs once."""
+    cells = []
+    for backbone in args.backbones:
+        for latent in args.latent_sizes:
+            for model in args.models:
+                if model == "ddpm" and latent != args.latent_sizes[0]:
+                    continue  # a diffusion model has no latent size: one set of runs per backbone
+                named = [v for v in args.variants or () if v in VARIANTS[model]]
+                for variant in named or [DEFAULT_VARIANTS[model]]:
+                    for seed in args.seeds:
+                        cells.append({"dataset": name, "model": model, "backbone": backbone, "latent_size": latent,
+                                      "seed": seed, "variant": variant, "conditional": conditional,
+                                      "protocol": args.protocol})
+    return list({cell_key(c): c for c in cells}.values())
+
+
 def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, args: argparse.Namespace,
             output: Path) -> None:
     from ..metrics import MIN_SAMPLES, load_domain_encoder
@@ -405,8 +414,8 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
         f"patience {args.patience} on validation KID ({args.val_samples} samples)."),
         (f"Optimizers: learning rates {LEARNING_RATES}; NeuroSQL and VAE AdamW + cosine + clipping 1.0; GAN DCGAN "
         "(Adam betas (0.5, 0.999), N(0, 0.02) init, no clipping; 'hinge' = hinge loss + spectral norm); DDPM Adam, "
-        f"T = {args.ddpm_timesteps}, {args.ddpm_sampling_steps} sampling steps (variant 'ema': sampled from the "
-        f"weights' moving average, decay {DDPM_EMA_DECAY} with warm-up)."),
+        f"T = {args.ddpm_timesteps}, {args.ddpm_sampling_steps} sampling steps (variant 'ema', its default: sampled "
+        f"from the weights' moving average, decay {DDPM_EMA_DECAY} with warm-up; 'default': its raw weights)."),
         (f"Domain features: {info.get('kind')} encoder, {info.get('epochs')} epochs on {info.get('num_images')} real "
         f"training images ({settings['encoder_path']}). Minimum counts: {MIN_SAMPLES} (domain-FID: 4 x feature size)."),
         "",
