@@ -99,6 +99,14 @@ def load_cross_encoders(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {kind: load_domain_encoder(path) for kind, path in paths.items() if path.is_file()}
 
 
+def load_space_encoders(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``{space: encoder}`` of every feature space a run scores in: ``"domain"`` (the headline encoder) and the
+    cross-check spaces (:func:`load_cross_encoders`), as the paired comparisons take them."""
+    from ..metrics import load_domain_encoder
+
+    return {"domain": load_domain_encoder(settings["encoder_path"]), **load_cross_encoders(settings)}
+
+
 def cell_key(cell: Mapping[str, Any]) -> str:
     """The cell's identity in ``results.csv`` (an interrupted sweep skips finished keys)."""
     cond = "cond" if str(cell["conditional"]) == "True" else "uncond"

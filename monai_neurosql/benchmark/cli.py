@@ -351,8 +351,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 def _pair(data: dict, names: Sequence[str], settings: dict) -> list[dict]:
     """``--pair A B``: the paired KID rows of every seed holding both settings, written beside results.csv."""
-    from ..metrics import load_domain_encoder
-    from .cells import load_cross_encoders
+    from .cells import load_space_encoders
     from .paired import PAIRED_FIELDS, named_pairs, paired_kid_rows, paired_table
 
     output = Path(settings["output"])
@@ -365,8 +364,7 @@ def _pair(data: dict, names: Sequence[str], settings: dict) -> list[dict]:
     if not Path(settings["encoder_path"]).is_file():
         raise FileNotFoundError(f"{settings['encoder_path']!r} not found: --pair scores in the run's own domain "
                                 "encoder; pass the --output the cells were run into (or --domain-encoder).")
-    encoders = {"domain": load_domain_encoder(settings["encoder_path"]), **load_cross_encoders(settings)}
-    paired = paired_kid_rows(rows, data["reference_images"], encoders, pairs)
+    paired = paired_kid_rows(rows, data["reference_images"], load_space_encoders(settings), pairs)
     path = output / f"paired_{a.replace('/', '_')}_vs_{b.replace('/', '_')}.csv"
     _write_csv(path, paired, fields=PAIRED_FIELDS)
     print(f"Paired KID differences ({path}): a = {a}, b = {b}, scored against the same test images; "
@@ -395,13 +393,13 @@ def plan_cells(args: argparse.Namespace, name: str, conditional: bool) -> list[d
 
 def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, args: argparse.Namespace,
             output: Path) -> None:
-    from ..metrics import MIN_SAMPLES, load_domain_encoder
-    from .cells import DDPM_EMA_DECAY, LEARNING_RATES, load_cross_encoders, scored_count
+    from ..metrics import MIN_SAMPLES
+    from .cells import DDPM_EMA_DECAY, LEARNING_RATES, load_space_encoders, scored_count
     from .paired import PAIRED_FIELDS, paired_kid_rows, paired_table
     from .tables import comparison_grids, control_report, summarize
 
-    encoder = load_domain_encoder(settings["encoder_path"])
-    info = encoder.info
+    encoders = load_space_encoders(settings)
+    info = encoders["domain"].info
     num = scored_count(args.num_samples, data)
     flags = control_report(rows, controls)
     text = [
@@ -425,7 +423,7 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
                              "unseen-real floor." if not flags else f"{len(flags)} order violations:"),
         *[f"- {line}" for line in flags],
     ]
-    paired = paired_kid_rows(rows, data["reference_images"], {"domain": encoder, **load_cross_encoders(settings)})
+    paired = paired_kid_rows(rows, data["reference_images"], encoders)
     if paired:
         _write_csv(output / "paired.csv", paired, fields=PAIRED_FIELDS)
         text += ["", ("Paired KID differences (`paired.csv`): NeuroSQL (a) against each other model (b) of the same "
