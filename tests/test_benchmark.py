@@ -33,6 +33,7 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     # below their minimum counts the metrics say so instead of giving a number
     assert all(r["domain_fid"].startswith("n<min") and r["proxy_fid"] == "n<min (60<512)" for r in written)
     assert all(float(r["kid_se"]) > 0 and r["precision"] == "n<min (60<100)" for r in written)
+    assert all(float(r["sample_seconds"]) > 0 for r in written)  # what the samples cost, beside the training
     for row in written:  # every cell keeps its checkpoint and the samples the metrics scored
         cell_dir = out / "cells" / f"tiny_{row['model']}_conv_2_0_default_uncond_epochs"
         assert cell_dir.is_dir() and str(cell_dir) == row["cell_dir"]
@@ -74,6 +75,7 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     assert min(saved, key=lambda item: item[1])[0] == early[-1]["best_epoch"]  # the best epoch is the lowest KID
     progress = capfd.readouterr().err  # the cells (child processes) report their epochs and validation KIDs
     assert "epoch 1/2: " in progress and "epoch 1: validation KID " in progress and "(best " in progress
+    assert "sampling 60 images" in progress and "sampled 60 images in " in progress
     with pytest.raises(ValueError, match="wallclock-seconds"):
         benchmark.main([*args, "--protocol", "wallclock"])
 

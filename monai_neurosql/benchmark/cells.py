@@ -343,7 +343,12 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
 
     num = scored_count(int(settings["num_samples"]), data)
     sample_labels = (torch.arange(num) % data["num_classes"]) if conditional else None
+    # a DDPM's reverse chains can take longer than its training (64 px, 504 images: about 20 CPU-minutes)
+    logger.info(f"  sampling {num} images")
+    sample_start = time.perf_counter()
     fake = built["sampler"](num, 1000 + seed, sample_labels).float().cpu()
+    sample_seconds = time.perf_counter() - sample_start
+    logger.info(f"  sampled {num} images in {sample_seconds:.0f} s; scoring them")
     np.savez_compressed(out / "samples.npz", images=fake.numpy(),
                         **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
     _grid(fake, out / "samples.png")
@@ -354,7 +359,7 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     row: dict[str, Any] = {
         **cell, "protocol": protocol, "epochs_run": round(epochs_run, 3), "best_epoch": best_epoch,
         "n_train": len(images), "params": built["params"], "train_seconds": train_seconds,
-        "sec_per_epoch": train_seconds / max(epochs_run, 1e-9),
+        "sec_per_epoch": train_seconds / max(epochs_run, 1e-9), "sample_seconds": sample_seconds,
         "ssim_random_pairs": paired_ssim(data["reference_images"][:num], fake, num_pairs=50, seed=0),
         **scores, "cell_dir": str(out),
     }

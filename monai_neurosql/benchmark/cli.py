@@ -61,13 +61,14 @@ __all__ = ["FIELDS", "main"]
 
 FIELDS = [
     "dataset", "model", "backbone", "latent_size", "seed", "variant", "conditional", "protocol", "epochs_run",
-    "best_epoch", "n_train", "params", "train_seconds", "sec_per_epoch", "peak_rss_mb", "num_scored", "domain_fid",
-    "kid", "kid_se", "kid_classifier", "kid_classifier_se", "kid_autoencoder", "kid_autoencoder_se", "kid_contrastive",
-    "kid_contrastive_se", "precision", "recall", "density", "coverage", "proxy_fid", "ms_ssim", "ssim_random_pairs",
-    "near_copy_share", "share_pixel", "share_lowpass_fine", "share_lowpass_coarse", "share_domain", "fid", "fd_imagenet_inception",
-    "fd_radimagenet", "fd_medicalnet", "lpips", "assign_seconds", "assign_cost_seconds", "assign_solve_seconds",
-    "assign_decode_seconds", "assignments", "clf_accuracy", "clf_macro_precision", "clf_macro_recall",
-    "real_only_accuracy", "real_plus_synthetic_accuracy", "vae_beta", "cell_dir",
+    "best_epoch", "n_train", "params", "train_seconds", "sec_per_epoch", "sample_seconds", "peak_rss_mb",
+    "num_scored", "domain_fid", "kid", "kid_se", "kid_classifier", "kid_classifier_se", "kid_autoencoder",
+    "kid_autoencoder_se", "kid_contrastive", "kid_contrastive_se", "precision", "recall", "density", "coverage",
+    "proxy_fid", "ms_ssim", "ssim_random_pairs", "near_copy_share", "share_pixel", "share_lowpass_fine",
+    "share_lowpass_coarse", "share_domain", "fid", "fd_imagenet_inception", "fd_radimagenet", "fd_medicalnet",
+    "lpips", "assign_seconds", "assign_cost_seconds", "assign_solve_seconds", "assign_decode_seconds", "assignments",
+    "clf_accuracy", "clf_macro_precision", "clf_macro_recall", "real_only_accuracy", "real_plus_synthetic_accuracy",
+    "vae_beta", "cell_dir",
 ]
 
 

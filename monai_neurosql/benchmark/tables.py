@@ -28,7 +28,8 @@ HEADLINE = [
     ("fd_medicalnet", "FD MedicalNet ↓"), ("lpips", "LPIPS ↓"),
     ("clf_accuracy", "clf acc ↑"), ("clf_macro_precision", "clf macro prec ↑"), ("clf_macro_recall", "clf macro rec ↑"),
     ("real_only_accuracy", "real-only acc"), ("real_plus_synthetic_accuracy", "real+synthetic acc ↑"),
-    ("sec_per_epoch", "s / epoch"), ("train_seconds", "train s"), ("peak_rss_mb", "peak MB"),
+    ("sec_per_epoch", "s / epoch"), ("train_seconds", "train s"), ("sample_seconds", "sample s"),
+    ("peak_rss_mb", "peak MB"),
 ]
 
 
