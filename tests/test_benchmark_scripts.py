@@ -6,6 +6,8 @@ import csv
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from tests.data.test_medmnist import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +44,30 @@ def test_model_selection_traces_cost_and_kid_and_scores_the_candidates(tmp_path)
     assert all(float(r["val_cost"]) > 0 for r in rows)
     assert "best.pt minus model.pt (paired)" in text and "test KID domain (contrastive)" in text
     assert (out / "model_selection_e3_s0.md").read_text() == text
+
+
+def test_gpu_stages_are_valid_benchmark_commands_writing_under_runs():
+    from tests.test_documented_benchmark_commands import PREFIX, parse
+
+    script = _script("issue12_gpu")
+    assert list(script.STAGES) == ["demo64_ddpm_es", "demo64_ddpm_wallclock", "demo128", "fmnist_ddpm_es"]
+    for folder, commands in script.STAGES.values():
+        for argv in commands:
+            args = parse([*PREFIX, *script.command(argv, Path("runs/issue12_gpu") / folder, 4, "cuda")])
+            assert args.device == "cuda" and args.seeds == [0, 1, 2] and args.output.startswith("runs/")
+            if "ddpm" in args.models and args.protocol == "early_stop":  # the DDPM's own validation budget
+                assert (args.eval_every, args.val_samples, args.models) == (10, 256, ["ddpm"])
+
+
+@pytest.mark.slow
+def test_gpu_stage_runs_every_model_and_protocol_on_tiny_settings_and_copies_results_without_checkpoints(tmp_path):
+    script = _script("issue12_gpu")
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    script.main(["demo128", "--quick", "--runs", str(runs), "--copy-to", str(out)])
+    with open(runs / "demo128" / "results.csv") as f:
+        cells = {(r["model"], r["protocol"]) for r in csv.DictReader(f)}
+    assert cells == {(m, "epochs") for m in ("neurosql", "vae", "gan", "ddpm")} | {
+        (m, "wallclock") for m in ("vae", "gan", "ddpm")} | {(m, "early_stop") for m in ("neurosql", "vae", "gan", "ddpm")}
+    copied = {p.relative_to(out / "demo128").as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"results.csv", "results.md", "controls.csv"} <= copied and not any(p.endswith(".pt") for p in copied)
+    assert any(p.startswith("cells/") and p.endswith("samples.png") for p in copied)
