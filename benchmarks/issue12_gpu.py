@@ -82,24 +82,11 @@ def command(argv: list[str], output: Path, threads: int, device: str | None) -> 
 
 
 def quick(argv: list[str], dataset: str) -> list[str]:
-    """``argv`` with every size option replaced by its tiny value and the data set by ``dataset``."""
-    replace = {**QUICK, "--dataset": dataset}
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        token, values = argv[i], []
-        i += 1
-        while i < len(argv) and not argv[i].startswith("--"):
-            values.append(argv[i])
-            i += 1
-        if token in replace:
-            values = [replace.pop(token)]
-        elif token in FIRST_ONLY:
-            values = values[:1]
-        if token == "--demo-scale":
-            continue  # a demo option, not one of the tiny .npz
-        out += [token, *values]
-    return out + [item for token, value in replace.items() for item in (token, value)]  # the caps not written out
+    """``argv`` with every size option replaced by its tiny value (the caps it lacks appended) and the data set by
+    ``dataset`` (``--demo-scale``, a demo option, dropped)."""
+    from monai_neurosql.benchmark.cli import with_options
+
+    return with_options(argv, {**QUICK, "--dataset": dataset}, FIRST_ONLY, drop=("--demo-scale",))
 
 
 def tiny_npz(path: Path) -> Path:

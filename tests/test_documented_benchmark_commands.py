@@ -18,6 +18,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
+from monai_neurosql.benchmark.cli import with_options
 from tests.bundles.test_documented_commands import documented_commands
 from tests.data.test_medmnist import write_npz
 
@@ -72,25 +73,7 @@ def test_every_documented_benchmark_command_parses():
 
 
 def _tiny(argv: list[str], dataset: str, output: Path) -> list[str]:
-    tokens = list(argv[3:])
-    replace = {**TINY[argv[2]], "--dataset": dataset, "--output": str(output)}
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        values = []
-        i += 1
-        while i < len(tokens) and not tokens[i].startswith("--"):
-            values.append(tokens[i])
-            i += 1
-        if token in replace:
-            values = [replace.pop(token)]
-        elif token in FIRST_ONLY:
-            values = values[:1]
-        out += [token, *values]
-    for token, value in replace.items():
-        out += [token, value]
-    return out
+    return with_options(argv[3:], {**TINY[argv[2]], "--dataset": dataset, "--output": str(output)}, FIRST_ONLY)
 
 
 def _rows(path: Path) -> list[dict]:

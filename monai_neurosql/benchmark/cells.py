@@ -343,7 +343,7 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
 
     num = scored_count(int(settings["num_samples"]), data)
     sample_labels = (torch.arange(num) % data["num_classes"]) if conditional else None
-    # a DDPM's reverse chains can take longer than its training (64 px, 504 images: about 20 CPU-minutes)
+    # a DDPM's reverse chains can take longer than its training (64 px, 504 images: about 32 minutes on one thread)
     logger.info(f"  sampling {num} images")
     sample_start = time.perf_counter()
     fake = built["sampler"](num, 1000 + seed, sample_labels).float().cpu()

@@ -57,7 +57,7 @@ import torch
 
 from .cells import BACKBONES, DEFAULT_VARIANTS, MODELS, PROTOCOLS, VARIANTS, cell_key, cross_encoder_path
 
-__all__ = ["FIELDS", "main"]
+__all__ = ["FIELDS", "main", "with_options"]
 
 FIELDS = [
     "dataset", "model", "backbone", "latent_size", "seed", "variant", "conditional", "protocol", "epochs_run",
@@ -371,6 +371,29 @@ def _pair(data: dict, names: Sequence[str], settings: dict) -> list[dict]:
     print(f"Paired KID differences ({path}): a = {a}, b = {b}, scored against the same test images; "
           "'a closer' is a difference below -2 of its own SE.\n\n" + paired_table(paired))
     return paired
+
+
+def with_options(argv: Sequence[str], replace: dict[str, str], first_only: Sequence[str] = (),
+                 drop: Sequence[str] = ()) -> list[str]:
+    """``argv`` (options, each followed by its values) with every option of ``replace`` given that one value (those
+    ``argv`` lacks appended), every option of ``first_only`` cut to its first value and those of ``drop`` removed:
+    a documented command rerun at other sizes (the docs' tests, ``benchmarks/issue12_gpu.py --quick``)."""
+    replace = dict(replace)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token, values = argv[i], []
+        i += 1
+        while i < len(argv) and not argv[i].startswith("--"):
+            values.append(argv[i])
+            i += 1
+        if token in replace:
+            values = [replace.pop(token)]
+        elif token in first_only:
+            values = values[:1]
+        if token not in drop:
+            out += [token, *values]
+    return out + [item for token, value in replace.items() for item in (token, value)]
 
 
 def plan_cells(args: argparse.Namespace, name: str, conditional: bool) -> list[dict]:
