@@ -65,6 +65,7 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     assert all(float(r["kid_classifier"]) > -1 and float(r["kid_autoencoder_se"]) > 0 for r in written)
     assert (out / "domain_encoder_classifier.pt").is_file() and (out / "domain_encoder_autoencoder.pt").is_file()
     assert sorted(p.name for p in data_dir.iterdir()) == ["tiny.npz"]  # nothing written next to the data
+    assert not list(out.glob("cells/*/resume.pt"))  # recorded cells keep no resume checkpoint
     # a second call finds every cell done; another protocol adds its own cells
     assert len(benchmark.main(args)) == 2
     early = benchmark.main([*args[:3], "neurosql", *args[5:], "--protocol", "early_stop", "--max-epochs", "2",
@@ -272,3 +273,87 @@ def test_class_mix_shift_names_the_classes_a_model_never_trained_on():
     message = class_mix_shift(torch.tensor([0] * 82 + [1] * 18), test)  # the first-N cut of a sorted file
     assert "total variation 0.57" in message and "never trained on: [2, 3]" in message
     assert "class 2: 0% of training vs 25% of test" in message
+
+
+def _resumable_cell(tmp_path):
+    """Tiny data, an encoder and the settings of an early-stopped cell that saves its resume.pt every epoch."""
+    from monai_neurosql.metrics import save_domain_encoder, train_domain_encoder
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(48, 1, 16, 16, generator=g), torch.arange(48) % 2
+    data = {"name": "tiny", "train_images": images[:32], "train_labels": labels[:32], "num_classes": 2,
+            "unseen_images": images[32:40], "reference_images": images[40:], "reference_labels": labels[40:]}
+    encoder = save_domain_encoder(train_domain_encoder(images[:32], labels[:32], kind="autoencoder", epochs=1),
+                                  tmp_path / "encoder.pt")
+    settings = {"threads": 1, "device": "cpu", "batch_size": 16, "num_samples": 8, "epochs": 4, "max_epochs": 4,
+                "eval_every": 1, "patience": 10, "val_samples": 8, "resume_every": 0, "ddpm_timesteps": 20,
+                "ddpm_sampling_steps": 2, "audit_samples": 8, "encoder_path": str(encoder), "cross_spaces": []}
+    return data, settings
+
+
+def _crash_at_epoch(monkeypatch, epoch: int) -> None:
+    """The early-stopping evaluation (before the resume checkpoint of its epoch) raises at ``epoch``: a kill."""
+    evaluate = cells._EarlyStopping.__call__
+
+    def crashing(self, engine):
+        if engine.state.epoch == epoch:
+            raise RuntimeError("killed")
+        evaluate(self, engine)
+
+    monkeypatch.setattr(cells._EarlyStopping, "__call__", crashing)
+
+
+def _same(a, b) -> bool:
+    """Nested state dicts hold equal tensors and values."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+@pytest.mark.parametrize("model", ["neurosql", "vae", "gan", "ddpm"])
+def test_a_cell_cut_mid_training_resumes_to_the_same_result(tmp_path, monkeypatch, model):
+    data, settings = _resumable_cell(tmp_path)
+    cell = {"dataset": "tiny", "model": model, "backbone": "conv", "latent_size": 2, "seed": 0,
+            "variant": cells.DEFAULT_VARIANTS[model], "conditional": False, "protocol": "early_stop"}
+    whole = cells.run_cell(cell, data, {**settings, "output": str(tmp_path / "whole")})
+    cut = {**settings, "output": str(tmp_path / "cut")}
+    with monkeypatch.context() as patch:
+        _crash_at_epoch(patch, 3)
+        with pytest.raises(RuntimeError, match="killed"):
+            cells.run_cell(cell, data, cut)
+    resume = cells.cell_dir(cut["output"], cell) / "resume.pt"
+    assert torch.load(resume, weights_only=True)["trainer"]["iteration"] == 2 * 2  # epoch 2 of 2 batches
+    resumed = cells.run_cell(cell, data, cut)
+    assert resumed["best_epoch"] == whole["best_epoch"] and resumed["epochs_run"] == whole["epochs_run"] == 4
+    a, b = (torch.load(Path(r["cell_dir"]) / "checkpoint.pt", weights_only=True) for r in (whole, resumed))
+    assert a["validation_kids"] == b["validation_kids"] and len(a["validation_kids"]) == 4
+    for name in {"neurosql": ["generator", "bank"], "vae": ["vae"], "gan": ["generator", "discriminator"],
+                 "ddpm": ["unet", "ema"]}[model]:
+        assert _same(a[name], b[name]), name
+    samples = [np.load(Path(r["cell_dir"]) / "samples.npz")["images"] for r in (whole, resumed)]
+    assert np.array_equal(*samples) and resumed["kid"] == whole["kid"]
+
+
+def test_a_resumed_cell_refuses_changed_settings_and_reuses_samples_drawn_after_its_training(tmp_path, monkeypatch,
+                                                                                            caplog):
+    data, settings = _resumable_cell(tmp_path)
+    settings["output"] = str(tmp_path / "out")
+    cell = {"dataset": "tiny", "model": "neurosql", "backbone": "conv", "latent_size": 2, "seed": 0,
+            "variant": "default", "conditional": False, "protocol": "early_stop"}
+    with monkeypatch.context() as patch:
+        _crash_at_epoch(patch, 2)
+        with pytest.raises(RuntimeError, match="killed"):
+            cells.run_cell(cell, data, settings)
+    with pytest.raises(ValueError, match=r"resume\.pt holds this cell's unfinished training.*patience '10' -> '3'"):
+        cells.run_cell(cell, data, {**settings, "patience": 3})
+    with monkeypatch.context() as patch:  # training ends and the samples are saved; scoring is cut
+        patch.setattr("monai_neurosql.metrics.SampleScorer.__call__", lambda *a, **k: (_ for _ in ()).throw(
+            RuntimeError("killed while scoring")))
+        with pytest.raises(RuntimeError, match="killed while scoring"):
+            cells.run_cell(cell, data, settings)
+    drawn = np.load(cells.cell_dir(settings["output"], cell) / "samples.npz")["images"]
+    with caplog.at_level("INFO", logger="monai_neurosql.benchmark.cells"):
+        row = cells.run_cell(cell, data, settings)
+    assert "already sampled after this training" in caplog.text and "training finished" in caplog.text
+    assert np.array_equal(np.load(Path(row["cell_dir"]) / "samples.npz")["images"], drawn)
+    assert row["epochs_run"] == 4 and float(row["sample_seconds"]) > 0

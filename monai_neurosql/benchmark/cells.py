@@ -139,7 +139,9 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
     Returns:
         ``{"trainer", "params", "sampler": (num, seed, labels) -> images, "modules": {name: module} (what the
         checkpoint and the early-stopping snapshot hold), "extra_state": callable -> dict (e.g. the latent bank),
-        "assignment": the NeuroSQL assignment handler or None}``.
+        "assignment": the NeuroSQL assignment handler or None, "state": {name: object with state_dict} (the rest
+        of what a resumed cell needs: optimizers, learning-rate schedules, the latent bank, the assignment
+        handler)}``.
     """
     from monai.data import Dataset
 
@@ -177,20 +179,24 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
         handler = QuantileAssignmentHandler(
             assignment_loader(Dataset(items)) if variant != "minibatch" else None, every_n_epochs=2,
             **NEUROSQL_VARIANTS[variant])
+        schedule = _schedule(optimizer, steps)
         trainer = NeuroSQLTrainer(device, max_epochs, loader, generator, bank, optimizer,
-                                  train_handlers=[_schedule(optimizer, steps), handler], seed=int(cell["seed"]))
+                                  train_handlers=[schedule, handler], seed=int(cell["seed"]))
         return {"trainer": trainer, "params": count_parameters(generator),
                 "sampler": lambda num, seed, lab: generate(generator, num, bank.lattice, seed=seed, labels=lab),
                 "modules": {"generator": generator}, "extra_state": lambda: {"bank": bank.state_dict()},
-                "assignment": handler}
+                "assignment": handler, "state": {"optimizer": optimizer, "schedule": schedule.lr_scheduler,
+                                                 "bank": bank, "assignment": handler}}
     if model == "vae":
         encoder = MLPEncoder(tuple(images.shape[1:]), int(cell["latent_size"]), num_classes=num_classes)
         vae = VAE(generator, encoder)
         optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
+        schedule = _schedule(optimizer, steps)
         trainer = VAETrainer(device, max_epochs, loader, vae, optimizer, beta=float(settings.get("vae_beta", 0.005)),
-                             train_handlers=[_schedule(optimizer, steps)])
+                             train_handlers=[schedule])
         return {"trainer": trainer, "params": count_parameters(vae), "sampler": trainer.sample,
-                "modules": {"vae": vae}, "extra_state": dict, "assignment": None}
+                "modules": {"vae": vae}, "extra_state": dict, "assignment": None,
+                "state": {"optimizer": optimizer, "schedule": schedule.lr_scheduler}}
     if model == "gan":
         hinge = variant == "hinge"
         disc = Discriminator(images.ndim - 2, images.shape[1], num_classes=num_classes, spectral_norm=hinge)
@@ -201,7 +207,7 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
                              loss="hinge" if hinge else "bce", grad_clip_norm=None)
         return {"trainer": trainer, "params": count_parameters(generator) + count_parameters(disc),
                 "sampler": trainer.sample, "modules": {"generator": generator, "discriminator": disc},
-                "extra_state": dict, "assignment": None}
+                "extra_state": dict, "assignment": None, "state": {"g_optimizer": g_opt, "d_optimizer": d_opt}}
     if model == "ddpm":
         # widths move in steps of 4 channels: at small images the closest U-Net can miss the paper's 10%
         unet = matched_diffusion_unet(images.ndim - 2, images.shape[1], count_parameters(generator),
@@ -214,7 +220,7 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
                               ema_decay=DDPM_EMA_DECAY if variant == "ema" else None)
         modules = {"unet": unet, **({"ema": trainer.ema} if trainer.ema is not None else {})}
         return {"trainer": trainer, "params": count_parameters(unet), "sampler": trainer.sample,
-                "modules": modules, "extra_state": dict, "assignment": None}
+                "modules": modules, "extra_state": dict, "assignment": None, "state": {"optimizer": optimizer}}
     raise ValueError(f"model must be one of {MODELS}, got {model!r}.")
 
 
@@ -268,11 +274,116 @@ class _EarlyStopping:
             for name, module in self.modules.items():
                 module.load_state_dict(self.best_state[name])
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state, "bad": self.bad,
+                "seconds": self.seconds, "history": [list(item) for item in self.history]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best, self.best_epoch, self.bad = float(state["best"]), int(state["best_epoch"]), int(state["bad"])
+        self.best_state, self.seconds = state["best_state"], float(state["seconds"])
+        self.history = [(int(epoch), float(kid)) for epoch, kid in state["history"]]
+
+
+class _TrainClock:
+    """Seconds of training so far, evaluation (``evaluation_seconds()``) excluded; continues across a resume."""
+
+    def __init__(self, evaluation_seconds: Callable[[], float]) -> None:
+        self.evaluation_seconds = evaluation_seconds
+        self.restart(0.0)
+
+    def restart(self, seconds: float) -> None:
+        self.offset, self.start, self.excluded = seconds, time.perf_counter(), self.evaluation_seconds()
+
+    def __call__(self) -> float:
+        return self.offset + time.perf_counter() - self.start - (self.evaluation_seconds() - self.excluded)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self()}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.restart(float(state["seconds"]))
+
+
+class _RandomState:
+    """The global random generators (torch, CUDA, numpy, Python) as plain tensors and numbers, so that a resumed
+    baseline (whose noise comes from the global generator) draws what the uninterrupted run would have drawn."""
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        keys, pos, has_gauss, gauss = np.random.get_state()[1:]
+        version, python, python_gauss = random.getstate()
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+                "numpy_gauss": [int(has_gauss), float(gauss)],
+                "python_version": version, "python": torch.tensor(python, dtype=torch.int64),
+                "python_gauss": python_gauss}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        import random
+
+        torch.set_rng_state(state["torch"].cpu())
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        has_gauss, gauss = state["numpy_gauss"]
+        np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss))
+        random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
+                         state["python_gauss"]))
+
+
+#: settings that change a cell's training: a resume checkpoint written under others is not continued
+_RESUME_SETTINGS = ("batch_size", "epochs", "max_epochs", "eval_every", "patience", "val_samples", "wallclock_seconds",
+                    "vae_beta", "ddpm_timesteps", "ddpm_sampling_steps")
+
+
+class _CellConfig:
+    """What a cell was trained with, saved in its resume checkpoint; loading it checks the settings still match."""
+
+    def __init__(self, path: Path, cell: Mapping[str, Any], settings: Mapping[str, Any], n_train: int) -> None:
+        self.path = path
+        self.config = {**{k: str(v) for k, v in cell.items()}, "n_train": n_train,
+                       **{k: str(settings.get(k, "")) for k in _RESUME_SETTINGS}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.config)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        changed = {k: (state.get(k), v) for k, v in self.config.items() if state.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(f"{self.path} holds this cell's unfinished training under other settings ({what}). "
+                             "Run with the settings it was started with to continue it, or delete the file to "
+                             "train the cell again from the start.")
+
 
 def _grid(images: torch.Tensor, path: Path) -> None:
     from ..visualize import save_grid_png
 
     save_grid_png(images[:32], path, nrow=16, scale=2)
+
+
+def _resumable(trainer, path: Path, state: Mapping[str, Any], every_seconds: float) -> bool:
+    """Write ``state`` (objects with ``state_dict``) to ``path`` atomically at an epoch end at most every
+    ``every_seconds`` and when training ends; if ``path`` exists, load it first, so that the interrupted cell's
+    training continues where it was saved. Returns whether the loaded training had already finished."""
+    from ignite.handlers import Checkpoint
+
+    from ..handlers import AtomicCheckpointSaver
+
+    saver = AtomicCheckpointSaver(path.parent, state, name=logger.name, save_interval=1,
+                                  save_interval_seconds=every_seconds, interval_filename=path.name)
+    finished = False
+    if path.is_file():
+        Checkpoint.load_objects({**state, "checkpointer": saver}, torch.load(path, map_location="cpu",
+                                                                             weights_only=True))
+        finished = saver.finished is not None
+        logger.info(f"  resuming from {path} (epoch {trainer.state.epoch}"
+                    f"{', training finished' if finished else ''})")
+    else:
+        (path.parent / "samples.npz").unlink(missing_ok=True)  # an earlier training's samples
+    saver.attach(trainer)
+    return finished
 
 
 def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -282,8 +393,12 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     Files under :func:`cell_dir`: ``checkpoint.pt`` (state dicts of the model's modules, the NeuroSQL latent bank,
     the cell and the settings, and under ``early_stop`` the ``validation_kids`` as ``[epoch, KID]`` pairs;
     ``torch.load(..., weights_only=True)``), ``samples.npz`` (``images``: exactly the
-    generated images the metrics scored; ``labels`` for conditional models), ``samples.png`` and
-    ``memorization_worst_pairs.png``.
+    generated images the metrics scored; ``labels`` for conditional models; ``sample_seconds``), ``samples.png``
+    and ``memorization_worst_pairs.png``. While the cell trains, ``resume.pt`` holds everything its training
+    needs to continue (weights, optimizers, schedules, early-stopping state, random generators; written about
+    every ``settings["resume_every"]`` seconds, default 60, and at the end): a cell cut by a crash or a kill
+    continues from it when run again, to the same result, and once its samples are saved they are reused
+    instead of drawn again.
     """
     from ..data import train_loader
     from ..metrics import SampleScorer, load_domain_encoder, paired_ssim
@@ -309,11 +424,7 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     from ignite.engine import Events
 
     stopper: _EarlyStopping | None = None
-    start = time.perf_counter()
-
-    def train_clock() -> float:
-        return time.perf_counter() - start - (stopper.seconds if stopper is not None else 0.0)
-
+    train_clock = _TrainClock(lambda: stopper.seconds if stopper is not None else 0.0)
     if protocol == "wallclock":
         trainer.add_event_handler(Events.ITERATION_COMPLETED, _WallClock(float(settings["wallclock_seconds"]),
                                                                           train_clock))
@@ -327,7 +438,12 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     every = max(1, max_epochs // 10)  # about ten progress lines per cell (a cell runs minutes to hours on a CPU)
     trainer.add_event_handler(Events.EPOCH_COMPLETED(every=every), lambda engine: logger.info(
         f"  epoch {engine.state.epoch}/{max_epochs}: {train_clock():.0f} s of training"))
-    trainer.run()
+    finished = _resumable(trainer, out / "resume.pt", {
+        "config": _CellConfig(out / "resume.pt", cell, settings, len(images)), "trainer": trainer,
+        **built["modules"], **built["state"], **({"early_stop": stopper} if stopper is not None else {}),
+        "clock": train_clock, "random": _RandomState()}, float(settings.get("resume_every", 60.0)))
+    if not finished:
+        trainer.run()
     train_seconds = train_clock()
     epochs_run = trainer.state.iteration / max(1, len(loader))
     best_epoch = epochs_run
@@ -343,14 +459,21 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
 
     num = scored_count(int(settings["num_samples"]), data)
     sample_labels = (torch.arange(num) % data["num_classes"]) if conditional else None
-    # a DDPM's reverse chains can take longer than its training (64 px, 504 images: about 32 minutes on one thread)
-    logger.info(f"  sampling {num} images")
-    sample_start = time.perf_counter()
-    fake = built["sampler"](num, 1000 + seed, sample_labels).float().cpu()
-    sample_seconds = time.perf_counter() - sample_start
-    logger.info(f"  sampled {num} images in {sample_seconds:.0f} s; scoring them")
-    np.savez_compressed(out / "samples.npz", images=fake.numpy(),
-                        **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
+    samples = out / "samples.npz"
+    kept = np.load(samples) if finished and samples.is_file() else None  # sampled after this training, then cut
+    if kept is not None and len(kept["images"]) == num and "sample_seconds" in kept:
+        fake, sample_seconds = torch.from_numpy(kept["images"]), float(kept["sample_seconds"])
+        logger.info(f"  {num} images already sampled after this training ({samples}); scoring them")
+    else:
+        # a DDPM's reverse chains can take longer than its training (64 px, 504 images: about 32 minutes on one
+        # thread)
+        logger.info(f"  sampling {num} images")
+        sample_start = time.perf_counter()
+        fake = built["sampler"](num, 1000 + seed, sample_labels).float().cpu()
+        sample_seconds = time.perf_counter() - sample_start
+        logger.info(f"  sampled {num} images in {sample_seconds:.0f} s; scoring them")
+        np.savez_compressed(samples, images=fake.numpy(), sample_seconds=np.float64(sample_seconds),
+                            **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
     _grid(fake, out / "samples.png")
     scorer = SampleScorer(data["reference_images"], encoder=encoder, train=images,
                           audit_samples=int(settings.get("audit_samples", 1024)),

@@ -11,7 +11,8 @@ Usage::
 ``--demo-scale 8`` for enough held-out slices), a MedMNIST-layout ``.npz``, or an OASIS folder (Kaggle slices, or
 OASIS-1 volumes with ``--csv-path``). Every output goes under ``--output``, whatever the data set path.
 
-Steps, each resumable (an interrupted sweep redoes nothing finished):
+Steps, each resumable (an interrupted sweep redoes nothing finished, and a cell cut mid-training continues from
+its ``resume.pt``, written about every ``--resume-every`` seconds, to the same result):
 
 1. ``domain_encoder.pt``: the domain feature encoder, trained once on the real training split only
    (``--encoder-kind``), shared by every model and control; ``domain_encoder_<kind>.pt`` for each
@@ -55,7 +56,7 @@ from typing import Any
 
 import torch
 
-from .cells import BACKBONES, DEFAULT_VARIANTS, MODELS, PROTOCOLS, VARIANTS, cell_key, cross_encoder_path
+from .cells import BACKBONES, DEFAULT_VARIANTS, MODELS, PROTOCOLS, VARIANTS, cell_dir, cell_key, cross_encoder_path
 
 __all__ = ["FIELDS", "main", "with_options"]
 
@@ -250,6 +251,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "every feature space, written to paired_<A>_vs_<B>.csv")
     add("--rescore", action="store_true",
         help="score the controls and every finished cell's saved samples again with the current metrics, then report")
+    add("--resume-every", type=float, default=60.0,
+        help="seconds between a training cell's resume checkpoints (cells/<cell>/resume.pt, written at an epoch "
+             "end; removed when the cell is recorded); 0: every epoch")
     add("--output", default="runs/benchmark")
     return parser.parse_args(argv)
 
@@ -278,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         "encoder_epochs": args.encoder_epochs, "encoder_path": str(encoder_path),
         "fid_weights": args.fid_weights, "imagenet_inception_weights": args.imagenet_inception_weights,
         "radimagenet_weights": args.radimagenet_weights, "medicalnet_weights": args.medicalnet_weights,
-        "lpips_weights": args.lpips_weights,
+        "lpips_weights": args.lpips_weights, "resume_every": args.resume_every,
     }
     _weights(settings)
     data_args = (args.dataset, args.image_size, args.max_train, output, args.csv_path, args.demo_scale)
@@ -314,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     rows = _read_csv(csv_path)
     done = {cell_key(r) for r in rows}
     todo = [c for c in cells if cell_key(c) not in done]
-    log.info(f"{len(cells)} cells, {len(cells) - len(todo)} already in {csv_path}, {len(todo)} to run")
+    cut = sum((cell_dir(output, c) / "resume.pt").is_file() for c in todo)
+    log.info(f"{len(cells)} cells, {len(cells) - len(todo)} already in {csv_path}, {len(todo)} to run"
+             + (f" ({cut} continuing from their resume.pt)" if cut else ""))
 
     selection_path = output / "vae_beta_selection.json"
     selection = json.loads(selection_path.read_text()) if selection_path.is_file() else {}
@@ -346,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         row["vae_beta"] = cell_settings.get("vae_beta", "")
         rows.append(row)
         _write_csv(csv_path, [row], append=True)
+        (cell_dir(output, cell) / "resume.pt").unlink(missing_ok=True)  # recorded: its training is not continued
     _report(rows, controls, data, settings, args, output)
     return rows
 

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,9 @@ class AtomicCheckpointSaver:
         name: logger name; default the engine's logger.
         file_prefix: prefix of generated file names.
         save_interval: save every N epochs (or iterations); 0 saves no interval checkpoints.
+        save_interval_seconds: and only when at least this many seconds have passed since the last interval
+            checkpoint (0: no minimum): with epochs of a second, ``save_interval=1, save_interval_seconds=60``
+            saves about once a minute at an epoch end. The end-of-run write is always made.
         interval_filename: fixed file name of the interval checkpoint; ``None`` names them by epoch/iteration.
         n_saved: how many interval checkpoints with generated names to keep; ``None`` keeps all.
         epoch_level: ``save_interval`` counts epochs (``True``) or iterations.
@@ -118,6 +122,7 @@ class AtomicCheckpointSaver:
         name: str | None = None,
         file_prefix: str = "",
         save_interval: int = 0,
+        save_interval_seconds: float = 0.0,
         interval_filename: str | None = None,
         n_saved: int | None = None,
         epoch_level: bool = True,
@@ -134,6 +139,8 @@ class AtomicCheckpointSaver:
             raise ValueError("the key 'checkpointer' of save_dict is reserved for the saver's own state; rename it.")
         if save_interval < 0:
             raise ValueError(f"save_interval must be >= 0, got {save_interval}.")
+        if not save_interval_seconds >= 0:
+            raise ValueError(f"save_interval_seconds must be >= 0, got {save_interval_seconds}.")
         if save_key_metric and not key_metric_name:
             raise ValueError("save_key_metric=True needs key_metric_name (a key of engine.state.metrics).")
         if key_metric_filename is not None and key_metric_n_saved != 1:
@@ -144,6 +151,8 @@ class AtomicCheckpointSaver:
         self.logger = logging.getLogger(name)
         self._name = name
         self.save_interval = save_interval
+        self.save_interval_seconds = float(save_interval_seconds)
+        self._last_interval_save = -math.inf
         self.interval_filename = interval_filename
         self.epoch_level = epoch_level
         self.key_metric_name = key_metric_name
@@ -223,7 +232,11 @@ class AtomicCheckpointSaver:
                              f"saved {where}")
 
     def interval_completed(self, engine: Engine) -> None:
-        """Save the interval checkpoint."""
+        """Save the interval checkpoint (unless the last one is younger than ``save_interval_seconds``)."""
+        now = time.monotonic()
+        if now - self._last_interval_save < self.save_interval_seconds:
+            return
+        self._last_interval_save = now
         self._interval_checkpoint(engine)
         step = f"epoch {engine.state.epoch}" if self.epoch_level else f"iteration {engine.state.iteration}"
         self.logger.info(f"Saved checkpoint at {step}")

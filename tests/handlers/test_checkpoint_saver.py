@@ -211,6 +211,23 @@ def test_a_non_finite_metric_never_becomes_the_best_model(tmp_path, caplog):
     assert sum("is not finite" in r.message for r in caplog.records) == 2
 
 
+def test_save_interval_seconds_skips_epoch_ends_until_enough_time_passed_and_always_saves_the_end(tmp_path, monkeypatch):
+    clock = iter([0.0, 10.0, 30.0, 61.0, 70.0, 125.0, 130.0])  # time.monotonic() at the end of epochs 1..7
+    monkeypatch.setattr("monai_neurosql.handlers.checkpoint_saver.time.monotonic", lambda: next(clock))
+    engine, _, save_dict = _engine([0.5] * 7, max_epochs=7)
+    saved = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: saved.append(_load(tmp_path / "model.pt")["counter"]
+                                                                           ["epoch"]) if e.state.epoch > 1 else None)
+    saver = AtomicCheckpointSaver(tmp_path, save_dict, save_interval=1, save_interval_seconds=60,
+                                  interval_filename="model.pt")
+    saver.attach(engine)
+    engine.run([0, 1], max_epochs=7)
+    # the handler above runs before the saver: it sees the file as of the previous epoch end
+    assert saved == [1, 1, 1, 4, 4, 6]
+    assert _load(tmp_path / "model.pt")["counter"]["epoch"] == 7  # the end of the run is always written
+    assert _load(tmp_path / "model.pt")["checkpointer"]["finished"]["epoch"] == 7
+
+
 def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="save_dict is empty"):
         AtomicCheckpointSaver(tmp_path, {})
@@ -221,3 +238,5 @@ def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="keeps one model"):
         AtomicCheckpointSaver(tmp_path, {"c": Counter()}, save_key_metric=True, key_metric_name="v",
                               key_metric_filename="best.pt", key_metric_n_saved=2)
+    with pytest.raises(ValueError, match="save_interval_seconds"):
+        AtomicCheckpointSaver(tmp_path, {"c": Counter()}, save_interval=1, save_interval_seconds=-1)
