@@ -460,8 +460,11 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     num = scored_count(int(settings["num_samples"]), data)
     sample_labels = (torch.arange(num) % data["num_classes"]) if conditional else None
     samples = out / "samples.npz"
-    kept = np.load(samples) if finished and samples.is_file() else None  # sampled after this training, then cut
-    if kept is not None and len(kept["images"]) == num and "sample_seconds" in kept:
+    kept = {}
+    if finished and samples.is_file():  # sampled after this training, then cut while scoring
+        with np.load(samples) as saved:
+            kept = {k: saved[k] for k in ("images", "sample_seconds") if k in saved}
+    if len(kept) == 2 and len(kept["images"]) == num:
         fake, sample_seconds = torch.from_numpy(kept["images"]), float(kept["sample_seconds"])
         logger.info(f"  {num} images already sampled after this training ({samples}); scoring them")
     else:
