@@ -1,4 +1,4 @@
-"""The comparison command and its parts: data, cells, tables, CLI (``python -m monai_neurosql.benchmark``), the
+"""The comparison command and its parts: data, cells (resumable after a kill: ``resume``), tables, CLI (``python -m monai_neurosql.benchmark``), the
 feature-space check (``python -m monai_neurosql.benchmark.feature_space``) and the low-data augmentation
 experiment (``python -m monai_neurosql.benchmark.augmentation``)."""
 

@@ -2,15 +2,18 @@
 samples, and score the samples in the shared feature spaces.
 
 Length: one builder per model kind (NeuroSQL variants, VAE, GAN, DDPM), the three protocols and the scoring of a
-cell share the cell's state and are read together when a cell's result is questioned; splitting the protocols and
-the scoring into modules of their own is the next step if it grows.
+cell share the cell's state and are read together when a cell's result is questioned; what makes a cell continue
+after a kill is in ``resume.py``; splitting the protocols and the scoring into modules of their own is the next step
+if it grows.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from .memory import peak_rss_mib
+from .resume import CellConfig, RandomState, Stopwatch, TrainClock, resumable
 
 __all__ = [
     "BACKBONES",
@@ -284,106 +288,10 @@ class _EarlyStopping:
         self.history = [(int(epoch), float(kid)) for epoch, kid in state["history"]]
 
 
-class _TrainClock:
-    """Seconds of training so far, evaluation (``evaluation_seconds()``) excluded; continues across a resume."""
-
-    def __init__(self, evaluation_seconds: Callable[[], float]) -> None:
-        self.evaluation_seconds = evaluation_seconds
-        self.restart(0.0)
-
-    def restart(self, seconds: float) -> None:
-        self.offset, self.start, self.excluded = seconds, time.perf_counter(), self.evaluation_seconds()
-
-    def __call__(self) -> float:
-        return self.offset + time.perf_counter() - self.start - (self.evaluation_seconds() - self.excluded)
-
-    def state_dict(self) -> dict[str, float]:
-        return {"seconds": self()}
-
-    def load_state_dict(self, state: Mapping[str, float]) -> None:
-        self.restart(float(state["seconds"]))
-
-
-class _RandomState:
-    """The global random generators (torch, CUDA, numpy, Python) as plain tensors and numbers, so that a resumed
-    baseline (whose noise comes from the global generator) draws what the uninterrupted run would have drawn."""
-
-    def state_dict(self) -> dict[str, Any]:
-        import random
-
-        keys, pos, has_gauss, gauss = np.random.get_state()[1:]
-        version, python, python_gauss = random.getstate()
-        return {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
-                "numpy_gauss": [int(has_gauss), float(gauss)],
-                "python_version": version, "python": torch.tensor(python, dtype=torch.int64),
-                "python_gauss": python_gauss}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        import random
-
-        torch.set_rng_state(state["torch"].cpu())
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-        has_gauss, gauss = state["numpy_gauss"]
-        np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss))
-        random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
-                         state["python_gauss"]))
-
-
-#: settings that change a cell's training: a resume checkpoint written under others is not continued
-_RESUME_SETTINGS = ("batch_size", "epochs", "max_epochs", "eval_every", "patience", "val_samples", "wallclock_seconds",
-                    "vae_beta", "ddpm_timesteps", "ddpm_sampling_steps")
-
-
-class _CellConfig:
-    """What a cell was trained with, saved in its resume checkpoint; loading it checks the settings still match."""
-
-    def __init__(self, path: Path, cell: Mapping[str, Any], settings: Mapping[str, Any], n_train: int) -> None:
-        self.path = path
-        self.config = {**{k: str(v) for k, v in cell.items()}, "n_train": n_train,
-                       **{k: str(settings.get(k, "")) for k in _RESUME_SETTINGS}}
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.config)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        changed = {k: (state.get(k), v) for k, v in self.config.items() if state.get(k) != v}
-        if changed:
-            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise ValueError(f"{self.path} holds this cell's unfinished training under other settings ({what}). "
-                             "Run with the settings it was started with to continue it, or delete the file to "
-                             "train the cell again from the start.")
-
-
 def _grid(images: torch.Tensor, path: Path) -> None:
     from ..visualize import save_grid_png
 
     save_grid_png(images[:32], path, nrow=16, scale=2)
-
-
-def _resumable(trainer, path: Path, state: Mapping[str, Any], every_seconds: float) -> bool:
-    """Write ``state`` (objects with ``state_dict``) to ``path`` atomically at an epoch end at most every
-    ``every_seconds`` and when training ends; if ``path`` exists, load it first, so that the interrupted cell's
-    training continues where it was saved. Returns whether the loaded training had already finished."""
-    from ignite.handlers import Checkpoint
-
-    from ..handlers import AtomicCheckpointSaver
-
-    saver = AtomicCheckpointSaver(path.parent, state, name=logger.name, save_interval=1,
-                                  save_interval_seconds=every_seconds, interval_filename=path.name)
-    finished = False
-    if path.is_file():
-        Checkpoint.load_objects({**state, "checkpointer": saver}, torch.load(path, map_location="cpu",
-                                                                             weights_only=True))
-        finished = saver.finished is not None
-        logger.info(f"  resuming from {path} (epoch {trainer.state.epoch}"
-                    f"{', training finished' if finished else ''})")
-    else:
-        (path.parent / "samples.npz").unlink(missing_ok=True)  # an earlier training's samples
-    saver.attach(trainer)
-    return finished
 
 
 def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -424,7 +332,8 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     from ignite.engine import Events
 
     stopper: _EarlyStopping | None = None
-    train_clock = _TrainClock(lambda: stopper.seconds if stopper is not None else 0.0)
+    writes = Stopwatch()  # resume checkpoints, like evaluation, are not training time
+    train_clock = TrainClock(lambda: (stopper.seconds if stopper is not None else 0.0) + writes.seconds)
     if protocol == "wallclock":
         trainer.add_event_handler(Events.ITERATION_COMPLETED, _WallClock(float(settings["wallclock_seconds"]),
                                                                           train_clock))
@@ -438,10 +347,12 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     every = max(1, max_epochs // 10)  # about ten progress lines per cell (a cell runs minutes to hours on a CPU)
     trainer.add_event_handler(Events.EPOCH_COMPLETED(every=every), lambda engine: logger.info(
         f"  epoch {engine.state.epoch}/{max_epochs}: {train_clock():.0f} s of training"))
-    finished = _resumable(trainer, out / "resume.pt", {
-        "config": _CellConfig(out / "resume.pt", cell, settings, len(images)), "trainer": trainer,
+    # the config first (a mismatch loads nothing); the early-stopping state before the clock that reads its seconds
+    finished = resumable(trainer, out / "resume.pt", {
+        "config": CellConfig(out / "resume.pt", cell, settings, images), "trainer": trainer,
         **built["modules"], **built["state"], **({"early_stop": stopper} if stopper is not None else {}),
-        "clock": train_clock, "random": _RandomState()}, float(settings.get("resume_every", 60.0)))
+        "clock": train_clock, "random": RandomState(device)}, float(settings.get("resume_every", 60.0)), writes,
+        stopped=lambda: trainer.state.epoch >= max_epochs or (stopper is not None and stopper.bad >= stopper.patience))
     if not finished:
         trainer.run()
     train_seconds = train_clock()
@@ -462,9 +373,12 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     samples = out / "samples.npz"
     kept = {}
     if finished and samples.is_file():  # sampled after this training, then cut while scoring
-        with np.load(samples) as saved:
-            kept = {k: saved[k] for k in ("images", "sample_seconds") if k in saved}
-    if len(kept) == 2 and len(kept["images"]) == num:
+        try:
+            with open(samples, "rb") as f, np.load(f) as saved:
+                kept = {k: saved[k] for k in ("images", "sample_seconds") if k in saved}
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            logger.warning(f"  {samples} cannot be read ({error}); sampling again")
+    if len(kept) == 2 and tuple(kept["images"].shape) == (num, *images.shape[1:]):
         fake, sample_seconds = torch.from_numpy(kept["images"]), float(kept["sample_seconds"])
         logger.info(f"  {num} images already sampled after this training ({samples}); scoring them")
     else:
@@ -475,8 +389,11 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
         fake = built["sampler"](num, 1000 + seed, sample_labels).float().cpu()
         sample_seconds = time.perf_counter() - sample_start
         logger.info(f"  sampled {num} images in {sample_seconds:.0f} s; scoring them")
-        np.savez_compressed(samples, images=fake.numpy(), sample_seconds=np.float64(sample_seconds),
-                            **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
+        partial = out / ".samples.npz.partial"  # written whole, then renamed: a kill leaves no damaged samples.npz
+        with open(partial, "wb") as f:
+            np.savez_compressed(f, images=fake.numpy(), sample_seconds=np.float64(sample_seconds),
+                                **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
+        os.replace(partial, samples)
     _grid(fake, out / "samples.png")
     scorer = SampleScorer(data["reference_images"], encoder=encoder, train=images,
                           audit_samples=int(settings.get("audit_samples", 1024)),
