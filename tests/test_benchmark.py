@@ -251,6 +251,23 @@ def test_results_csv_written_by_an_older_version_is_rewritten_with_todays_column
     assert [r["model"] for r in _read(path)] == ["vae", "gan", "ddpm"]
 
 
+def test_a_kill_while_writing_results_csv_leaves_the_previous_file(tmp_path, monkeypatch):
+    from monai_neurosql.benchmark import cli
+
+    path = tmp_path / "results.csv"
+    cli._write_csv(path, [{"dataset": "d", "model": "vae"}, {"dataset": "d", "model": "gan"}])
+    before = path.read_bytes()
+
+    def killed(self, rows):
+        self.writerow(next(iter(rows)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.csv.DictWriter, "writerows", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cli._write_csv(path, [{"dataset": "d", "model": "ddpm"}], append=True)
+    assert path.read_bytes() == before and [r["model"] for r in _read(path)] == ["vae", "gan"]
+
+
 def test_a_capped_split_is_drawn_from_every_class_not_cut_to_its_first(tmp_path):
     """A class-sorted file (the demo brains' export is one) capped below its size keeps every class."""
     labels = np.repeat(np.arange(4), 30)[:, None]  # 120 training images sorted by class

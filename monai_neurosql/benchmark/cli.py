@@ -50,6 +50,7 @@ import csv
 import json
 import logging
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,17 +161,16 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def _write_csv(path: Path, rows: Sequence[dict], append: bool = False, fields: Sequence[str] = FIELDS) -> None:
-    if append and path.is_file():
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != list(fields):  # written by an older version: rewrite it with today's columns, rows kept
-            rows, append = _read_csv(path) + list(rows), False
-    new = not (append and path.is_file())
-    with open(path, "w" if new else "a", newline="") as f:
+    """Write ``rows`` (after the file's rows with ``append``) with today's columns (a file written by an older
+    version keeps its rows); the whole file is written to a temporary one and renamed, so a kill mid-write leaves
+    the previous file, never a truncated one."""
+    rows = (_read_csv(path) if append else []) + list(rows)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        if new:
-            writer.writeheader()
+        writer.writeheader()
         writer.writerows(rows)
+    os.replace(partial, path)
 
 
 def _weights(settings: dict) -> None:
