@@ -192,13 +192,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     done = {(int(r["per_class"]), int(r["seed"]), r["condition"]) for r in rows}
 
     def record(row: dict) -> None:
+        from .cli import _write_csv
+
         rows.append(row)
-        new = not csv_path.is_file()
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        _write_csv(csv_path, [row], append=True, fields=FIELDS)  # whole file, renamed: a kill keeps the rows
         logger.info(f"{row['per_class']}/class seed {row['seed']} {row['condition']}: accuracy {row['accuracy']:.3f}")
 
     def classify(condition: str, per_class: int, seed: int, x: torch.Tensor, y: torch.Tensor, n_real: int,
