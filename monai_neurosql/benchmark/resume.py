@@ -20,6 +20,9 @@ import torch
 __all__ = ["CellConfig", "RandomState", "Stopwatch", "TrainClock", "resumable"]
 
 logger = logging.getLogger("monai_neurosql.benchmark.cells")
+#: the saver's own lines ("Saved checkpoint at epoch N" every minute) would crowd the cells' progress log
+_SAVER_LOGGER = "monai_neurosql.benchmark.resume"
+logging.getLogger(_SAVER_LOGGER).setLevel(logging.WARNING)
 
 
 class Stopwatch:
@@ -144,7 +147,7 @@ def resumable(trainer, path: Path, state: Mapping[str, Any], every_seconds: floa
 
     from ..handlers import AtomicCheckpointSaver
 
-    saver = AtomicCheckpointSaver(path.parent, state, name=logger.name, save_interval=1,
+    saver = AtomicCheckpointSaver(path.parent, state, name=_SAVER_LOGGER, save_interval=1,
                                   save_interval_seconds=every_seconds, interval_filename=path.name)
     finished = False
     checkpoint = None
