@@ -239,33 +239,56 @@ def test_paired_comparisons_anchor_on_neurosql_of_the_same_seed_and_resolve_clea
 
 def test_results_csv_written_by_an_older_version_is_rewritten_with_todays_columns_on_resume(tmp_path):
     from monai_neurosql.benchmark import cli
+    from monai_neurosql.utils import write_csv
 
     path = tmp_path / "results.csv"
     path.write_text("dataset,model,kid,cell_dir\nd,vae,0.5,/x\n")  # an older header, without today's columns
-    cli._write_csv(path, [{"dataset": "d", "model": "gan", "kid": "0.1", "kid_classifier": "0.2"}], append=True)
+    write_csv(path, [{"dataset": "d", "model": "gan", "kid": "0.1", "kid_classifier": "0.2"}], cli.FIELDS, append=True)
     rows = _read(path)
     assert list(rows[0]) == cli.FIELDS
     assert [(r["model"], r["kid"], r["kid_classifier"], r["cell_dir"]) for r in rows] == [
         ("vae", "0.5", "", "/x"), ("gan", "0.1", "0.2", "")]
-    cli._write_csv(path, [{"dataset": "d", "model": "ddpm"}], append=True)  # same header: appended
+    write_csv(path, [{"dataset": "d", "model": "ddpm"}], cli.FIELDS, append=True)  # same header: appended
     assert [r["model"] for r in _read(path)] == ["vae", "gan", "ddpm"]
 
 
 def test_a_kill_while_writing_results_csv_leaves_the_previous_file(tmp_path, monkeypatch):
     from monai_neurosql.benchmark import cli
+    from monai_neurosql.utils import write_csv
 
     path = tmp_path / "results.csv"
-    cli._write_csv(path, [{"dataset": "d", "model": "vae"}, {"dataset": "d", "model": "gan"}])
+    write_csv(path, [{"dataset": "d", "model": "vae"}, {"dataset": "d", "model": "gan"}], cli.FIELDS)
     before = path.read_bytes()
 
     def killed(self, rows):
         self.writerow(next(iter(rows)))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.csv.DictWriter, "writerows", killed)
+    monkeypatch.setattr(csv.DictWriter, "writerows", killed)
     with pytest.raises(KeyboardInterrupt):
-        cli._write_csv(path, [{"dataset": "d", "model": "ddpm"}], append=True)
+        write_csv(path, [{"dataset": "d", "model": "ddpm"}], cli.FIELDS, append=True)
     assert path.read_bytes() == before and [r["model"] for r in _read(path)] == ["vae", "gan"]
+
+
+def test_a_vae_beta_selection_cut_by_a_kill_continues_with_the_next_beta(tmp_path):
+    from monai_neurosql.benchmark import cli
+
+    path, trained = tmp_path / "vae_beta_selection.json", []
+
+    def score(beta, cut_at=None):
+        if beta == cut_at:
+            raise KeyboardInterrupt
+        trained.append(beta)
+        return {0.001: 3.0, 0.005: 1.0, 0.02: 2.0}[beta]
+
+    with pytest.raises(KeyboardInterrupt):
+        cli._select_beta(path, "conv|16", [0.001, 0.005, 0.02], lambda b: score(b, cut_at=0.02), criterion="KID")
+    assert trained == [0.001, 0.005]  # the two finished scores are kept
+    assert cli._select_beta(path, "conv|16", [0.001, 0.005, 0.02], score, criterion="KID") == 0.005
+    assert trained == [0.001, 0.005, 0.02]  # only the cut beta trained again
+    assert cli._select_beta(path, "conv|16", [0.001, 0.005, 0.02], score, criterion="KID") == 0.005
+    assert len(trained) == 3  # chosen: reused without training
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vae_beta_selection.json"]
 
 
 def test_a_capped_split_is_drawn_from_every_class_not_cut_to_its_first(tmp_path):

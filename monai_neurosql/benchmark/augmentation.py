@@ -24,7 +24,6 @@ batch 64 whatever its training set size, and is tested on the real test split: a
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..utils import read_csv, write_csv
 
 __all__ = ["balanced_subset", "classical_augmentation", "fit_classifier", "main"]
 
@@ -185,17 +186,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     test, test_labels = data["reference_images"], data["reference_labels"]
     k = data["num_classes"]
     csv_path = output / "augmentation.csv"
-    rows: list[dict] = []
-    if csv_path.is_file():
-        with open(csv_path, newline="") as f:
-            rows = list(csv.DictReader(f))
+    rows = read_csv(csv_path)
     done = {(int(r["per_class"]), int(r["seed"]), r["condition"]) for r in rows}
 
     def record(row: dict) -> None:
-        from .cli import _write_csv
-
         rows.append(row)
-        _write_csv(csv_path, [row], append=True, fields=FIELDS)  # whole file, renamed: a kill keeps the rows
+        write_csv(csv_path, [row], FIELDS, append=True)  # whole file, renamed: a kill keeps the rows
         logger.info(f"{row['per_class']}/class seed {row['seed']} {row['condition']}: accuracy {row['accuracy']:.3f}")
 
     def classify(condition: str, per_class: int, seed: int, x: torch.Tensor, y: torch.Tensor, n_real: int,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 import zipfile
 from collections.abc import Callable, Mapping
@@ -21,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import atomic_write
 from .memory import peak_rss_mib
-from .resume import CellConfig, RandomState, Stopwatch, TrainClock, resumable
+from .resume import CellConfig, RandomState, TrainClock, resumable
 
 __all__ = [
     "BACKBONES",
@@ -267,11 +267,16 @@ class _EarlyStopping:
             self.best_state = {k: copy.deepcopy(m.state_dict()) for k, m in self.modules.items()}
         else:
             self.bad += 1
-            if self.bad >= self.patience:
+            if self.stopped:
                 engine.terminate()
         logger.info(f"  epoch {engine.state.epoch}: validation KID {kid:.4g} (best {self.best:.4g} at epoch "
                     f"{self.best_epoch}; {self.bad}/{self.patience} without improvement)")
         self.seconds += time.perf_counter() - start
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``patience`` evaluations in a row did not improve on the best (training ends)."""
+        return self.bad >= self.patience
 
     def restore(self) -> None:
         if self.best_state is not None:
@@ -332,8 +337,11 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     from ignite.engine import Events
 
     stopper: _EarlyStopping | None = None
-    writes = Stopwatch()  # resume checkpoints, like evaluation, are not training time
-    train_clock = TrainClock(lambda: (stopper.seconds if stopper is not None else 0.0) + writes.seconds)
+    from ignite.handlers import Timer
+
+    writes = Timer()  # resume checkpoints, like evaluation, are not training time: runs only around their writes
+    writes.pause()
+    train_clock = TrainClock(lambda: (stopper.seconds if stopper is not None else 0.0) + writes.value())
     if protocol == "wallclock":
         trainer.add_event_handler(Events.ITERATION_COMPLETED, _WallClock(float(settings["wallclock_seconds"]),
                                                                           train_clock))
@@ -352,7 +360,7 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
         "config": CellConfig(out / "resume.pt", cell, settings, images), "trainer": trainer,
         **built["modules"], **built["state"], **({"early_stop": stopper} if stopper is not None else {}),
         "clock": train_clock, "random": RandomState(device)}, float(settings.get("resume_every", 60.0)), writes,
-        stopped=lambda: trainer.state.epoch >= max_epochs or (stopper is not None and stopper.bad >= stopper.patience))
+        stopped=lambda: trainer.state.epoch >= max_epochs or (stopper is not None and stopper.stopped))
     if not finished:
         trainer.run()
     train_seconds = train_clock()
@@ -389,11 +397,9 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
         fake = built["sampler"](num, 1000 + seed, sample_labels).float().cpu()
         sample_seconds = time.perf_counter() - sample_start
         logger.info(f"  sampled {num} images in {sample_seconds:.0f} s; scoring them")
-        partial = out / ".samples.npz.partial"  # written whole, then renamed: a kill leaves no damaged samples.npz
-        with open(partial, "wb") as f:
-            np.savez_compressed(f, images=fake.numpy(), sample_seconds=np.float64(sample_seconds),
+        with atomic_write(samples) as partial:  # written whole, then renamed: a kill leaves no damaged samples.npz
+            np.savez_compressed(partial, images=fake.numpy(), sample_seconds=np.float64(sample_seconds),
                                 **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
-        os.replace(partial, samples)
     _grid(fake, out / "samples.png")
     scorer = SampleScorer(data["reference_images"], encoder=encoder, train=images,
                           audit_samples=int(settings.get("audit_samples", 1024)),

@@ -46,17 +46,16 @@ rescoring); the per-cell work is in ``cells.py``, the tables in ``tables.py``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import multiprocessing as mp
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..utils import atomic_write, read_csv, write_csv
 from .cells import BACKBONES, DEFAULT_VARIANTS, MODELS, PROTOCOLS, VARIANTS, cell_dir, cell_key, cross_encoder_path
 
 __all__ = ["FIELDS", "main", "with_options"]
@@ -153,24 +152,25 @@ def _vae_selection(data: dict, cell: dict, settings: dict, beta: float) -> float
     return select_vae_beta(cell, data, settings, beta)
 
 
-def _read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_csv(path: Path, rows: Sequence[dict], append: bool = False, fields: Sequence[str] = FIELDS) -> None:
-    """Write ``rows`` (after the file's rows with ``append``) with today's columns (a file written by an older
-    version keeps its rows); the whole file is written to a temporary one and renamed, so a kill mid-write leaves
-    the previous file, never a truncated one."""
-    rows = (_read_csv(path) if append else []) + list(rows)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, path)
+def _select_beta(path: Path, group: str, betas: Sequence[float], score: Callable[[float], float],
+                criterion: str) -> float:
+    """The VAE's KL weight for ``group``: the one of ``betas`` with the lowest ``score`` (validation KID), kept in the
+    JSON file ``path`` with every score. Each score is written as soon as it is known, so a selection cut by a kill
+    continues with the next beta; a group already chosen is reused without training."""
+    selection = json.loads(path.read_text()) if path.is_file() else {}
+    entry = selection.setdefault(group, {"kid_by_beta": {}})
+    if "chosen" not in entry:
+        kids = entry["kid_by_beta"]
+        for beta in betas:
+            if str(beta) not in kids:
+                kids[str(beta)] = float(score(beta))
+                with atomic_write(path) as partial:
+                    partial.write_text(json.dumps(selection, indent=1))
+        scores = {str(b): kids[str(b)] for b in betas}
+        entry.update(chosen=float(min(scores, key=scores.get)), criterion=criterion)
+        with atomic_write(path) as partial:
+            partial.write_text(json.dumps(selection, indent=1))
+    return float(entry["chosen"])
 
 
 def _weights(settings: dict) -> None:
@@ -306,24 +306,22 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if args.rescore:
         controls_csv.unlink(missing_ok=True)
         if (output / "results.csv").is_file():
-            rescored = _in_child(_rescore, data_args, _read_csv(output / "results.csv"), settings,
+            rescored = _in_child(_rescore, data_args, read_csv(output / "results.csv"), settings,
                                  what="re-scoring the cells")
-            _write_csv(output / "results.csv", rescored)
+            write_csv(output / "results.csv", rescored, FIELDS)
     if not controls_csv.is_file():
-        _write_csv(controls_csv, _in_child(_controls, data_args, settings, what="scoring the controls"))
-    controls = _read_csv(controls_csv)
+        write_csv(controls_csv, _in_child(_controls, data_args, settings, what="scoring the controls"), FIELDS)
+    controls = read_csv(controls_csv)
 
     cells = plan_cells(args, name, conditional)
     csv_path = output / "results.csv"
-    rows = _read_csv(csv_path)
+    rows = read_csv(csv_path)
     done = {cell_key(r) for r in rows}
     todo = [c for c in cells if cell_key(c) not in done]
     cut = sum((cell_dir(output, c) / "resume.pt").is_file() for c in todo)
     log.info(f"{len(cells)} cells, {len(cells) - len(todo)} already in {csv_path}, {len(todo)} to run"
              + (f" ({cut} continuing from their resume.pt)" if cut else ""))
 
-    selection_path = output / "vae_beta_selection.json"
-    selection = json.loads(selection_path.read_text()) if selection_path.is_file() else {}
     if args.protocol == "wallclock" and args.wallclock_seconds == "auto":
         times = [float(r["train_seconds"]) for r in rows if r["model"] == "neurosql" and r["protocol"] == "epochs"
                  and r["variant"] == "default"]
@@ -337,21 +335,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         if cell["model"] == "vae":
             group = f"{cell['backbone']}|{cell['latent_size']}|{conditional}|{args.epochs}"
             if len(args.vae_betas) > 1:
-                if group not in selection:
-                    kids = {str(b): _in_child(_vae_selection, data_args, {**cell, "seed": 0}, settings, b,
-                                              what=f"VAE beta {b}") for b in args.vae_betas}
-                    selection[group] = {"kid_by_beta": kids, "chosen": float(min(kids, key=kids.get)),
-                                        "criterion": f"validation KID, {args.val_samples} samples, seed 0, "
-                                                     f"{args.epochs} epochs"}
-                    selection_path.write_text(json.dumps(selection, indent=1))
-                cell_settings["vae_beta"] = selection[group]["chosen"]
+                cell_settings["vae_beta"] = _select_beta(
+                    output / "vae_beta_selection.json", group, args.vae_betas,
+                    lambda b, cell=cell: _in_child(_vae_selection, data_args, {**cell, "seed": 0}, settings, b,
+                                                   what=f"VAE beta {b}"),
+                    criterion=f"validation KID, {args.val_samples} samples, seed 0, {args.epochs} epochs")
             else:
                 cell_settings["vae_beta"] = args.vae_betas[0]
         log.info(f"cell {cell_key(cell)}")
         row = _in_child(_cell, data_args, cell, cell_settings, what=f"benchmark cell {cell_key(cell)}")
         row["vae_beta"] = cell_settings.get("vae_beta", "")
         rows.append(row)
-        _write_csv(csv_path, [row], append=True)
+        write_csv(csv_path, [row], FIELDS, append=True)
         (cell_dir(output, cell) / "resume.pt").unlink(missing_ok=True)  # recorded: its training is not continued
     _report(rows, controls, data, settings, args, output)
     return rows
@@ -363,7 +358,7 @@ def _pair(data: dict, names: Sequence[str], settings: dict) -> list[dict]:
     from .paired import PAIRED_FIELDS, named_pairs, paired_kid_rows, paired_table
 
     output = Path(settings["output"])
-    rows = _read_csv(output / "results.csv")
+    rows = read_csv(output / "results.csv")
     if not rows:
         raise FileNotFoundError(f"--pair compares finished cells, and {str(output / 'results.csv')!r} holds none: "
                                 "run the cells into this --output first.")
@@ -374,7 +369,7 @@ def _pair(data: dict, names: Sequence[str], settings: dict) -> list[dict]:
                                 "encoder; pass the --output the cells were run into (or --domain-encoder).")
     paired = paired_kid_rows(rows, data["reference_images"], load_space_encoders(settings), pairs)
     path = output / f"paired_{a.replace('/', '_')}_vs_{b.replace('/', '_')}.csv"
-    _write_csv(path, paired, fields=PAIRED_FIELDS)
+    write_csv(path, paired, PAIRED_FIELDS)
     print(f"Paired KID differences ({path}): a = {a}, b = {b}, scored against the same test images; "
           "'a closer' is a difference below -2 of its own SE.\n\n" + paired_table(paired))
     return paired
@@ -456,7 +451,7 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
     ]
     paired = paired_kid_rows(rows, data["reference_images"], encoders)
     if paired:
-        _write_csv(output / "paired.csv", paired, fields=PAIRED_FIELDS)
+        write_csv(output / "paired.csv", paired, PAIRED_FIELDS)
         text += ["", ("Paired KID differences (`paired.csv`): NeuroSQL (a) against each other model (b) of the same "
                  "seed, scored against the same test images; the SE is that of the difference, so 'a closer' "
                  "(difference below -2 SE) is resolved evidence for that seed."), "", paired_table(paired)]

@@ -12,32 +12,20 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-__all__ = ["CellConfig", "RandomState", "Stopwatch", "TrainClock", "resumable"]
+if TYPE_CHECKING:
+    from ignite.handlers import Timer
+
+__all__ = ["CellConfig", "RandomState", "TrainClock", "resumable"]
 
 logger = logging.getLogger("monai_neurosql.benchmark.cells")
 #: the saver's own lines ("Saved checkpoint at epoch N" every minute) would crowd the cells' progress log
 _SAVER_LOGGER = "monai_neurosql.benchmark.resume"
 logging.getLogger(_SAVER_LOGGER).setLevel(logging.WARNING)
-
-
-class Stopwatch:
-    """Seconds spent between :meth:`start` and :meth:`stop` calls (handlers around another handler)."""
-
-    def __init__(self) -> None:
-        self.seconds, self._start = 0.0, None
-
-    def start(self, engine=None) -> None:
-        self._start = time.perf_counter()
-
-    def stop(self, engine=None) -> None:
-        if self._start is not None:
-            self.seconds += time.perf_counter() - self._start
-            self._start = None
 
 
 class TrainClock:
@@ -132,10 +120,11 @@ class CellConfig:
                              "again from the start.")
 
 
-def resumable(trainer, path: Path, state: Mapping[str, Any], every_seconds: float, writes: Stopwatch,
+def resumable(trainer, path: Path, state: Mapping[str, Any], every_seconds: float, writes: Timer,
               stopped: Callable[[], bool]) -> bool:
     """Write ``state`` (objects with ``state_dict``) to ``path`` atomically at an epoch end at most every
-    ``every_seconds`` and when training ends, timing the writes in ``writes``; if ``path`` exists, load it first, so
+    ``every_seconds`` and when training ends, timing the writes in ``writes`` (a paused ignite ``Timer``, resumed
+    around each write); if ``path`` exists, load it first, so
     that the interrupted training continues where it was saved (a damaged file is set aside as ``<path>.damaged``
     and the training starts again, with a warning).
 
@@ -168,8 +157,8 @@ def resumable(trainer, path: Path, state: Mapping[str, Any], every_seconds: floa
     else:
         (path.parent / "samples.npz").unlink(missing_ok=True)  # an earlier training's samples
     for event in (Events.EPOCH_COMPLETED, Events.COMPLETED):
-        trainer.add_event_handler(event, writes.start)
+        trainer.add_event_handler(event, writes.resume)
     saver.attach(trainer)
     for event in (Events.EPOCH_COMPLETED, Events.COMPLETED):
-        trainer.add_event_handler(event, writes.stop)
+        trainer.add_event_handler(event, writes.pause)
     return finished

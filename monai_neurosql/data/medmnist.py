@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..extras import require
+from ..utils import atomic_write
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -276,10 +277,9 @@ def fashion_mnist_to_npz(
     train_x, train_y = train_x[:-num_val][:max_train], train_y[:-num_val][:max_train]
     test_x, test_y = arrays["test_images"][:max_test], arrays["test_labels"][:max_test]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, train_images=train_x, train_labels=train_y[:, None], val_images=val_x,
-                        val_labels=val_y[:, None], test_images=test_x, test_labels=test_y[:, None])
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:
+        np.savez_compressed(tmp, train_images=train_x, train_labels=train_y[:, None], val_images=val_x,
+                            val_labels=val_y[:, None], test_images=test_x, test_labels=test_y[:, None])
     return out
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..utils import atomic_write
+
 __all__ = [
     "OASIS_CLASSES",
     "cdr_to_class",
@@ -256,9 +258,8 @@ def slice_volume_records(
                 continue
             path = out / f"{record['subject']}_{record['session']}_axial_{z:03d}.nii.gz"
             if not path.exists():  # written under a temporary name, so a killed run leaves no half file here
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
-                nib.save(nib.Nifti1Image(plane, np.diag([*zooms, 1.0, 1.0])), str(tmp))
-                os.replace(tmp, path)
+                with atomic_write(path) as tmp:
+                    nib.save(nib.Nifti1Image(plane, np.diag([*zooms, 1.0, 1.0])), str(tmp))
             slices.append({**{k: v for k, v in record.items() if k != "record_index"}, "image": str(path), "slice": z})
     for i, record in enumerate(slices):
         record["record_index"] = i

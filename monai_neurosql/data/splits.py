@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import atomic_write
+
 __all__ = ["SPLIT_NAMES", "fractions_that_work", "read_datalist", "subject_stratified_split", "write_datalist"]
 
 #: Split names, as in MONAI datalists.
@@ -155,9 +157,8 @@ def write_datalist(
             "labels": dict(sorted(Counter(str(i.get("label")) for i in items).items())),
         }
     out["meta"] = {"base_dir": None if base is None else str(base), "counts": counts, **meta}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(out, indent=1))
     return path
 
 

@@ -25,6 +25,8 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 from torch import nn
 
+from ..utils import atomic_write
+
 __all__ = [
     "DOMAIN_ENCODER_KINDS",
     "DomainEncoder",
@@ -260,9 +262,8 @@ def save_domain_encoder(encoder: DomainEncoder, path: str | os.PathLike) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": encoder.config, "state_dict": encoder.state_dict(), "info": getattr(encoder, "info", {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
