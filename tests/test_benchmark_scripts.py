@@ -71,3 +71,10 @@ def test_gpu_stage_runs_every_model_and_protocol_on_tiny_settings_and_copies_res
     copied = {p.relative_to(out / "demo128").as_posix() for p in out.rglob("*") if p.is_file()}
     assert {"results.csv", "results.md", "controls.csv"} <= copied and not any(p.endswith(".pt") for p in copied)
     assert any(p.startswith("cells/") and p.endswith("samples.png") for p in copied)
+
+
+def test_ddpm_sampling_benchmark_times_every_batch_and_the_images_do_not_depend_on_it(capsys):
+    _script("bench_ddpm_sampling").main(["--quick"])
+    table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| 16 px")]
+    assert [cells[2].strip() for cells in table] == ["256", "64", "16", "8", "4", "8, channels-last (default)"]
+    assert all(float(cells[3]) > 0 and float(cells[5]) < 1e-4 for cells in table)

@@ -156,6 +156,27 @@ def test_ddpm_sampling_is_a_function_of_the_seed_only():
     assert torch.equal(a, b) and not torch.equal(a, trainer.sample(2, seed=6))
 
 
+def test_ddim_images_of_a_seed_do_not_depend_on_the_sampling_batch():
+    """The CPU samples DDIM chains in small batches (faster per image); the start noise is still drawn in blocks of
+    NOISE_BLOCK images, so each image is the one a single batch of NOISE_BLOCK gives, conditional labels included."""
+    from monai_neurosql.baselines.ddpm import CPU_SAMPLE_BATCH, NOISE_BLOCK
+
+    unet = matched_diffusion_unet(2, 1, 30_000, tolerance=100.0, widths=(8,), num_classes=2)
+    trainer = DDPMTrainer("cpu", 1, _loader(n=8, batch_size=8), unet, torch.optim.Adam(unet.parameters(), 1e-3),
+                          spatial_shape=(8, 8), num_inference_steps=2, num_train_timesteps=10)
+    num = NOISE_BLOCK + 5  # two noise blocks, the second partial
+    labels = torch.arange(num) % 2
+    whole = trainer.sample(num, seed=3, labels=labels, batch_size=NOISE_BLOCK)
+    for batch_size in (None, 7):  # the CPU default (CPU_SAMPLE_BATCH), and 7 (noise drawn 7 at a time would differ)
+        torch.testing.assert_close(trainer.sample(num, seed=3, labels=labels, batch_size=batch_size), whole,
+                                   rtol=0, atol=1e-5)
+    assert CPU_SAMPLE_BATCH < NOISE_BLOCK
+    first = trainer.sample(5, seed=3, labels=labels[:5], batch_size=2)  # the first images, from the first noise
+    torch.testing.assert_close(first, whole[:5], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        trainer.sample(2, batch_size=0)
+
+
 def test_gan_hinge_loss_with_spectral_norm_and_dcgan_settings():
     from monai_neurosql.baselines import dcgan_init
 
