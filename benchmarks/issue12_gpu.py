@@ -2,7 +2,8 @@
 
 On the CPU a DDPM cell at 64 px takes about 24 minutes of training for 20 epochs and half an hour to sample the 504
 scored images (docs/benchmarks.md, "The DDPM at 64 px"); early stopping adds a 256-sample validation every 10
-epochs up to 120 epochs (about five to six hours per seed), and 128 px is four times the pixels. Each stage is a
+epochs up to 120 epochs (about five to six hours per seed, before sampling on the CPU became 3.2x faster at 64 px:
+docs/benchmarks.md, "The DDPM baseline's sampling on the CPU"), and 128 px is four times the pixels. Each stage is a
 list of ``python -m monai_neurosql.benchmark`` commands sharing one output folder (encoders, controls and the
 VAE's KL selection made once), in the order of what the tables lack most:
 
