@@ -291,6 +291,51 @@ def test_a_vae_beta_selection_cut_by_a_kill_continues_with_the_next_beta(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vae_beta_selection.json"]
 
 
+def test_benchmark_images_are_transformed_once_and_again_only_when_a_file_changes(tmp_path, monkeypatch, caplog):
+    """Every child process of a run loads the data: the transformed tensors are cached under the output folder,
+    keyed by the drawn records (image files by size and modification time, arrays by their bytes)."""
+    import logging
+    import os
+
+    from monai_neurosql.benchmark import data as bench_data
+    from tests.data.conftest import write_slice
+
+    root = tmp_path / "oasis" / "Data"
+    for label, folder in enumerate(["Non Demented", "Very mild Dementia", "Mild Dementia", "Moderate Dementia"]):
+        for subject in range(10):
+            write_slice(root / folder / f"OAS1_{10 * label + subject + 1:04d}_MR1_mpr-1_100.jpg", value=120 + 30 * label,
+                        seed=10 * label + subject)
+    real, calls = bench_data._tensors, []
+    monkeypatch.setattr(bench_data, "_tensors", lambda records, transform: calls.append(1) or real(records, transform))
+
+    def load(dataset):
+        calls.clear()
+        return bench_data.load_benchmark_data(str(dataset), 16, 100, tmp_path / "work")
+
+    first = load(tmp_path / "oasis")
+    assert len(calls) == 3 and len(list((tmp_path / "work" / "tensor_cache").glob("*.pt"))) == 1
+    again = load(tmp_path / "oasis")
+    assert calls == [] and all(torch.equal(first[k], again[k]) for k in bench_data._CACHED)
+    changed_file = root / "Mild Dementia" / "OAS1_0021_MR1_mpr-1_100.jpg"
+    write_slice(changed_file, value=60, seed=99)
+    os.utime(changed_file, ns=(changed_file.stat().st_atime_ns, changed_file.stat().st_mtime_ns + 10**9))
+    changed = load(tmp_path / "oasis")
+    assert len(calls) == 3 and len(list((tmp_path / "work" / "tensor_cache").glob("*.pt"))) == 2
+    assert any(not torch.equal(first[k], changed[k]) for k in ("train_images", "unseen_images", "reference_images"))
+    for cache in (tmp_path / "work" / "tensor_cache").glob("*.pt"):
+        cache.write_bytes(b"PK\x03\x04 cut")  # a damaged cache: named, set aside, the images loaded again
+    with caplog.at_level(logging.WARNING, logger="monai_neurosql.benchmark.data"):
+        damaged = load(tmp_path / "oasis")
+    assert len(calls) == 3 and "cannot be used" in caplog.text
+    assert all(torch.equal(changed[k], damaged[k]) for k in bench_data._CACHED)
+    npz = write_npz(tmp_path / "set.npz", shape=(8, 8), n=(12, 6, 6))
+    load(npz)
+    assert len(calls) == 3 and load(npz) and calls == []
+    write_npz(npz, shape=(8, 8), n=(12, 6, 6), seed=1)  # other pixels, same name
+    load(npz)
+    assert len(calls) == 3
+
+
 def test_a_capped_split_is_drawn_from_every_class_not_cut_to_its_first(tmp_path):
     """A class-sorted file (the demo brains' export is one) capped below its size keeps every class."""
     labels = np.repeat(np.arange(4), 30)[:, None]  # 120 training images sorted by class

@@ -9,7 +9,9 @@ Usage::
 
 ``--dataset``: ``fashion-mnist`` (Debian's dataset-fashion-mnist), ``demo`` (the embedded MNI152-based brain slices;
 ``--demo-scale 8`` for enough held-out slices), a MedMNIST-layout ``.npz``, or an OASIS folder (Kaggle slices, or
-OASIS-1 volumes with ``--csv-path``). Every output goes under ``--output``, whatever the data set path.
+OASIS-1 volumes with ``--csv-path``). Every output goes under ``--output``, whatever the data set path. The
+transformed images are kept in ``tensor_cache/`` there, so the run's child processes transform them once (a changed
+image file, another size or another draw gives a new cache file; delete the folder to reclaim its space).
 
 Steps, each resumable (an interrupted sweep redoes nothing finished, and a cell cut mid-training continues from
 its ``resume.pt``, written about every ``--resume-every`` seconds, to the same result):

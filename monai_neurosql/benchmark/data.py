@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import pickle
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,12 +15,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import atomic_write
+
 __all__ = ["DEMO_SUBJECTS", "dataset_name", "load_benchmark_data"]
 
 #: Subjects per class of the embedded demo at ``demo_scale=1`` (Non Demented, Very mild, Mild, Moderate).
 DEMO_SUBJECTS = (16, 10, 8, 6)
 
 logger = logging.getLogger(__name__)
+
+#: what :func:`load_benchmark_data` keeps in its tensor cache; bump when loading changes in a way the key cannot see
+_CACHE_FORMAT = 1
+_CACHED = ("train_images", "train_labels", "unseen_images", "unseen_labels", "reference_images", "reference_labels")
 
 
 def dataset_name(dataset: str) -> str:
@@ -52,6 +62,50 @@ def _draw(records: Sequence[Any], cap: int, seed: int = 0) -> list[Any]:
     return [records[int(i)] for i in keep]
 
 
+def _cache_key(parts: Sequence[Sequence[dict]], settings: tuple) -> str:
+    """A digest of what the loaded tensors depend on: the drawn records of each split (in-memory arrays by their
+    bytes, image files by path, size and modification time, every other field by value), ``settings`` (image size,
+    spatial dims), the transforms' source file and MONAI's version."""
+    import monai
+
+    from ..data import transforms
+
+    digest = hashlib.sha256(repr((_CACHE_FORMAT, settings, monai.__version__)).encode())
+    digest.update(Path(transforms.__file__).read_bytes())
+    for records in parts:
+        digest.update(b"|split|")
+        for record in records:
+            for key in sorted(record):
+                value = record[key]
+                digest.update(repr(key).encode())
+                if isinstance(value, np.ndarray):
+                    digest.update(repr((value.shape, value.dtype.str)).encode())
+                    digest.update(np.ascontiguousarray(value).tobytes())
+                elif isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
+                    stat = os.stat(value)
+                    digest.update(repr((os.fspath(value), stat.st_size, stat.st_mtime_ns)).encode())
+                else:
+                    digest.update(repr(value).encode())
+    return digest.hexdigest()[:20]
+
+
+def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors cached at ``path``, or ``None`` (no file; a damaged one is removed, with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+        if sorted(tensors) == sorted(_CACHED):
+            logger.info(f"images loaded from {path} (transformed once; the key changes with the files)")
+            return tensors
+        error = f"keys {sorted(tensors)}"
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        error = f"{type(err).__name__}: {err}"
+    logger.warning(f"{path} cannot be used ({error}); loading the images again")
+    path.unlink(missing_ok=True)
+    return None
+
+
 def load_benchmark_data(
     dataset: str,
     image_size: int | None,
@@ -74,7 +128,10 @@ def load_benchmark_data(
         image_size: resize (default: native for ``.npz``, 64 for OASIS and the demo).
         max_train: cap on training images (a seeded random draw of that many when the split holds more, the same
             in every run; not the first ones, which in a class-sorted file are the first classes).
-        work_dir: where repacked files, the demo and OASIS slice caches are written (under ``--output``).
+        work_dir: where repacked files, the demo and OASIS slice caches are written (under ``--output``), and
+            ``tensor_cache/``: the transformed images, reused by every later load of the same records and settings
+            (the benchmark loads the data in each of its child processes; an image file changed on disk, another
+            draw, size or transforms code gives another key).
         max_reference: cap on test and validation images (drawn the same way).
         csv_path: the OASIS cross-sectional CSV (volume folders).
         demo_scale: the demo's subjects per class are ``demo_scale * DEMO_SUBJECTS`` (1: 40 subjects, 320
@@ -121,9 +178,20 @@ def load_benchmark_data(
                                     seed=0, spatial_dims=spatial_dims)
         transform = (slice_transforms(image_size or 64) if spatial_dims == 2
                      else volume_transforms(image_size or 64))
-    train_images, train_labels = _tensors(_draw(split["training"], max_train), transform)
-    unseen_images, unseen_labels = _tensors(_draw(split["validation"], max_reference), transform)
-    reference_images, reference_labels = _tensors(_draw(split["test"], max_reference), transform)
+    parts = (_draw(split["training"], max_train), _draw(split["validation"], max_reference),
+             _draw(split["test"], max_reference))
+    cache = work_dir / "tensor_cache" / f"{dataset_name(dataset)}_{_cache_key(parts, (image_size, spatial_dims))}.pt"
+    tensors = _read_cache(cache)
+    if tensors is None:
+        tensors = {}
+        for (images_key, labels_key), records in zip(zip(_CACHED[::2], _CACHED[1::2]), parts, strict=True):
+            tensors[images_key], tensors[labels_key] = _tensors(records, transform)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cache) as partial:
+            torch.save(tensors, partial)
+    train_images, train_labels = tensors["train_images"], tensors["train_labels"]
+    unseen_images, unseen_labels = tensors["unseen_images"], tensors["unseen_labels"]
+    reference_images, reference_labels = tensors["reference_images"], tensors["reference_labels"]
     labels = [t for t in (train_labels, unseen_labels, reference_labels) if len(t)]
     shift = class_mix_shift(train_labels, reference_labels)
     if shift:
