@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import csv
 import os
+import pickle
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "read_csv", "write_csv"]
+__all__ = ["DAMAGED_FILE_ERRORS", "atomic_write", "read_csv", "write_csv"]
+
+#: what ``torch.load`` raises on a truncated or corrupted file (a write cut by a kill, a damaged disk)
+DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 
 @contextmanager

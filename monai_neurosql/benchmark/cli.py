@@ -161,17 +161,20 @@ def _select_beta(path: Path, group: str, betas: Sequence[float], score: Callable
     continues with the next beta; a group already chosen is reused without training."""
     selection = json.loads(path.read_text()) if path.is_file() else {}
     entry = selection.setdefault(group, {"kid_by_beta": {}})
+
+    def save() -> None:
+        with atomic_write(path) as partial:
+            partial.write_text(json.dumps(selection, indent=1))
+
     if "chosen" not in entry:
         kids = entry["kid_by_beta"]
         for beta in betas:
             if str(beta) not in kids:
                 kids[str(beta)] = float(score(beta))
-                with atomic_write(path) as partial:
-                    partial.write_text(json.dumps(selection, indent=1))
+                save()
         scores = {str(b): kids[str(b)] for b in betas}
         entry.update(chosen=float(min(scores, key=scores.get)), criterion=criterion)
-        with atomic_write(path) as partial:
-            partial.write_text(json.dumps(selection, indent=1))
+        save()
     return float(entry["chosen"])
 
 

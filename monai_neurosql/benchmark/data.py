@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils import atomic_write
+from ..utils import DAMAGED_FILE_ERRORS, atomic_write
 
 __all__ = ["DEMO_SUBJECTS", "dataset_name", "load_benchmark_data"]
 
@@ -99,7 +97,7 @@ def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
             logger.info(f"images loaded from {path} (transformed once; the key changes with the files)")
             return tensors
         error = f"keys {sorted(tensors)}"
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+    except DAMAGED_FILE_ERRORS as err:
         error = f"{type(err).__name__}: {err}"
     logger.warning(f"{path} cannot be used ({error}); loading the images again")
     path.unlink(missing_ok=True)
@@ -178,29 +176,24 @@ def load_benchmark_data(
                                     seed=0, spatial_dims=spatial_dims)
         transform = (slice_transforms(image_size or 64) if spatial_dims == 2
                      else volume_transforms(image_size or 64))
-    parts = (_draw(split["training"], max_train), _draw(split["validation"], max_reference),
-             _draw(split["test"], max_reference))
-    cache = work_dir / "tensor_cache" / f"{dataset_name(dataset)}_{_cache_key(parts, (image_size, spatial_dims))}.pt"
+    parts = {"train": _draw(split["training"], max_train), "unseen": _draw(split["validation"], max_reference),
+             "reference": _draw(split["test"], max_reference)}
+    key = _cache_key(list(parts.values()), (image_size, spatial_dims))
+    cache = work_dir / "tensor_cache" / f"{dataset_name(dataset)}_{key}.pt"
     tensors = _read_cache(cache)
     if tensors is None:
         tensors = {}
-        for (images_key, labels_key), records in zip(zip(_CACHED[::2], _CACHED[1::2]), parts, strict=True):
-            tensors[images_key], tensors[labels_key] = _tensors(records, transform)
+        for part, records in parts.items():
+            tensors[f"{part}_images"], tensors[f"{part}_labels"] = _tensors(records, transform)
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(cache) as partial:
             torch.save(tensors, partial)
-    train_images, train_labels = tensors["train_images"], tensors["train_labels"]
-    unseen_images, unseen_labels = tensors["unseen_images"], tensors["unseen_labels"]
-    reference_images, reference_labels = tensors["reference_images"], tensors["reference_labels"]
-    labels = [t for t in (train_labels, unseen_labels, reference_labels) if len(t)]
-    shift = class_mix_shift(train_labels, reference_labels)
+    labels = [tensors[f"{part}_labels"] for part in parts if len(tensors[f"{part}_labels"])]
+    shift = class_mix_shift(tensors["train_labels"], tensors["reference_labels"])
     if shift:
         logger.warning(f"{dataset}: {shift}")
     return {
-        "name": dataset_name(dataset),
-        "train_images": train_images, "train_labels": train_labels,
-        "unseen_images": unseen_images, "unseen_labels": unseen_labels,
-        "reference_images": reference_images, "reference_labels": reference_labels,
+        "name": dataset_name(dataset), **tensors,
         "num_classes": int(max(int(t.max()) for t in labels)) + 1,
         "class_mix_shift": shift,
     }

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 import random
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from ..utils import DAMAGED_FILE_ERRORS
 
 if TYPE_CHECKING:
     from ignite.handlers import Timer
@@ -124,9 +124,8 @@ def resumable(trainer, path: Path, state: Mapping[str, Any], every_seconds: floa
               stopped: Callable[[], bool]) -> bool:
     """Write ``state`` (objects with ``state_dict``) to ``path`` atomically at an epoch end at most every
     ``every_seconds`` and when training ends, timing the writes in ``writes`` (a paused ignite ``Timer``, resumed
-    around each write); if ``path`` exists, load it first, so
-    that the interrupted training continues where it was saved (a damaged file is set aside as ``<path>.damaged``
-    and the training starts again, with a warning).
+    around each write); if ``path`` exists, load it first, so that the interrupted training continues where it was
+    saved (a damaged file is set aside as ``<path>.damaged`` and the training starts again, with a warning).
 
     Returns whether the loaded training had already ended: marked finished, or ``stopped()`` (at its last epoch or
     its early stop, cut between the epoch's write and the end-of-training one).
@@ -143,7 +142,7 @@ def resumable(trainer, path: Path, state: Mapping[str, Any], every_seconds: floa
     if path.is_file():
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        except DAMAGED_FILE_ERRORS as error:
             # a truncated or corrupted file: nothing in it can be continued
             damaged = path.with_name(path.name + ".damaged")
             path.replace(damaged)
