@@ -93,6 +93,33 @@ def test_the_ddpm_ema_variant_samples_and_saves_its_moving_average():
     assert set(plain["modules"]) == {"unet"} and plain["trainer"].ema is None
 
 
+@pytest.mark.parametrize("model", ["neurosql", "vae", "gan", "ddpm"])
+def test_every_trainer_trains_with_channels_last_weights_on_the_cpu_unless_told_not_to(model):
+    images = torch.rand(8, 1, 16, 16)
+    data = {"train_images": images, "train_labels": torch.zeros(8, dtype=torch.long), "num_classes": 1}
+    cell = {"model": model, "variant": "ema" if model == "ddpm" else "default", "backbone": "conv",
+            "latent_size": 4, "seed": 0, "conditional": False}
+    loader = [{"image": images, "index": torch.arange(8), "label": torch.zeros(8, dtype=torch.long)}]
+    losses, modules = {}, {}
+    for last in (True, False):
+        torch.manual_seed(0)
+        built = cells.build_model(cell, data, loader, 1, torch.device("cpu"),
+                                  {"ddpm_sampling_steps": 2, "channels_last": last})
+        convs = [p for m in built["modules"].values() for p in m.parameters() if p.dim() == 4]
+        assert all(p.is_contiguous() for p in convs) != last  # the average of the DDPM's weights alike
+        torch.manual_seed(1)
+        trainer = built["trainer"]
+        losses[last] = [trainer._iteration(trainer, loader[0])["loss"] for _ in range(3)]
+        modules[last] = built["modules"]
+        samples = built["sampler"](3, 0, None)
+        assert samples.shape == (3, 1, 16, 16) and torch.isfinite(samples).all()
+    # the same training to float rounding, and a checkpoint of one layout loads into the other, keeping its layout
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    for name, module in modules[False].items():
+        module.load_state_dict(modules[True][name].state_dict())
+        for p, q in zip(module.parameters(), modules[True][name].parameters(), strict=True):
+            assert p.is_contiguous() and torch.equal(p, q)
+
 def test_each_model_runs_its_own_default_variant_unless_one_of_its_variants_is_named():
     from monai_neurosql.benchmark import cli
 

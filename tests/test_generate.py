@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from monai_neurosql import QuantileLattice, SSIML1Loss, pairwise_cost
-from monai_neurosql.generate import decode, embed, generate, inference_layout
-from monai_neurosql.networks import ConvGenerator
+from monai_neurosql.generate import decode, embed, generate, inference_layout, training_layout
+from monai_neurosql.networks import ConvGenerator, FiLMUNetGenerator
 
 
 def _net(**kw):
@@ -85,6 +85,26 @@ def test_decode_channels_last_gives_the_same_images_and_restores_the_weights(spa
     net.to(memory_format=fmt)
     decode(net, codes)
     assert not all(p.is_contiguous() for p in net.parameters() if p.dim() > 2)
+
+
+def test_training_layout_lays_out_once_finds_the_dimension_and_leaves_other_networks_alone():
+    from monai.networks.nets import DiffusionModelUNet
+
+    unet = DiffusionModelUNet(2, 1, 1, channels=(8, 8), attention_levels=(False, False), num_res_blocks=1,
+                              norm_num_groups=4)
+    assert not hasattr(unet, "spatial_dims") and training_layout(unet)  # 2D from its convolution weights
+    assert not all(p.is_contiguous() for p in unet.parameters() if p.dim() == 4)
+    assert not training_layout(unet)  # already laid out
+    net = _net()
+    assert not training_layout(net, enabled=False) and all(p.is_contiguous() for p in net.parameters())
+    assert not training_layout(torch.nn.Linear(3, 4))  # no convolutions
+    mixed = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Conv3d(2, 2, 3))
+    assert not training_layout(mixed) and all(p.is_contiguous() for p in mixed.parameters())
+    # the FiLM U-Net runs slower channels-last (its instance norms), also inside another network (a VAE)
+    film = torch.nn.Sequential(FiLMUNetGenerator(2, 4, spatial_size=8, channels=(8, 8)), torch.nn.Conv2d(1, 1, 1))
+    assert not training_layout(film) and all(p.is_contiguous() for p in film.parameters())
+    with inference_layout(film):
+        assert all(p.is_contiguous() for p in film.parameters())
 
 
 def test_inference_layout_restores_the_weights_after_an_exception():

@@ -9,6 +9,8 @@ import torch
 from monai.engines import Trainer
 from monai.utils import CommonKeys, convert_to_tensor
 
+from ..generate import training_layout
+
 __all__ = ["BaselineTrainer", "prepare_images"]
 
 
@@ -29,19 +31,29 @@ class BaselineTrainer(Trainer):
     """A MONAI ``Trainer`` for the baselines: holds the models, the AMP scaler, clipping and the conditioning flag.
 
     Subclasses implement ``_iteration`` and ``sample(num, seed, labels)``. ``amp`` is honoured on CUDA only, with
-    ``torch.amp.GradScaler`` (MONAI's base class would build the deprecated CUDA-specific one).
+    ``torch.amp.GradScaler`` (MONAI's base class would build the deprecated CUDA-specific one). ``channels_last``
+    (default ``True``): on the CPU the subclasses store their networks' weights channels-last before training
+    (:func:`~monai_neurosql.generate.training_layout`), as the NeuroSQL trainer does, so that every model trains
+    under the same layout.
     """
 
     def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
                  conditional: bool = False, amp: bool = False, grad_clip_norm: float | None = 1.0,
-                 train_handlers: list | None = None, epoch_length: int | None = None, **kwargs) -> None:
+                 train_handlers: list | None = None, epoch_length: int | None = None, channels_last: bool = True,
+                 **kwargs) -> None:
         device = torch.device(device)
         super().__init__(device=device, max_epochs=max_epochs, data_loader=train_data_loader,
                          epoch_length=epoch_length, amp=False, decollate=False, **kwargs)
         self.use_amp = bool(amp) and device.type == "cuda"
         self.grad_clip_norm = grad_clip_norm
         self.conditional = conditional
+        self.channels_last = channels_last
         self._pending_handlers = train_handlers or []
+
+    def _lay_out(self, *modules: torch.nn.Module, spatial_dims: int | None = None) -> None:
+        """Store the weights of ``modules`` (on the trainer's device) channels-last, when ``channels_last`` allows."""
+        for module in modules:
+            training_layout(module, self.channels_last, spatial_dims)
 
     def _attach_handlers(self) -> None:
         """Call at the end of the subclass constructor, once its models exist."""

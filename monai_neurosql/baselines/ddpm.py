@@ -117,6 +117,7 @@ class DDPMTrainer(BaselineTrainer):
         conditional = getattr(unet, "num_class_embeds", None) is not None
         super().__init__(device, max_epochs, train_data_loader, conditional=conditional, **kwargs)
         self.unet = unet.to(self.state.device)
+        self._lay_out(self.unet, spatial_dims=len(spatial_shape))  # before the average copies it
         self.ema = None
         if ema_decay is not None:
             self.ema = torch.optim.swa_utils.AveragedModel(self.unet, multi_avg_fn=functools.partial(_ema, decay=ema_decay),

@@ -103,6 +103,7 @@ class GANTrainer(BaselineTrainer):
         super().__init__(device, max_epochs, train_data_loader, conditional=conditional, **kwargs)
         self.generator = generator.to(self.state.device)
         self.discriminator = discriminator.to(self.state.device)
+        self._lay_out(self.generator, self.discriminator)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.g_scaler, self.d_scaler = self.make_scaler(), self.make_scaler()
         self._attach_handlers()

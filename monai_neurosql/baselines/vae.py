@@ -82,6 +82,7 @@ class VAETrainer(BaselineTrainer):
         conditional = getattr(vae.generator, "num_classes", None) is not None
         super().__init__(device, max_epochs, train_data_loader, conditional=conditional, **kwargs)
         self.vae = vae.to(self.state.device)
+        self._lay_out(self.vae, spatial_dims=getattr(vae.generator, "spatial_dims", None))
         self.generator = self.vae.generator
         self.optimizer = optimizer
         self.beta = beta

@@ -166,6 +166,7 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
     from ..networks import count_parameters
 
     model, variant, images = cell["model"], cell["variant"], data["train_images"]
+    layout = {"channels_last": bool(settings.get("channels_last", True))}  # off only to measure it
     conditional = str(cell["conditional"]) == "True"
     num_classes = data["num_classes"] if conditional else None
     generator = build_generator(cell["backbone"], images.ndim - 2, int(cell["latent_size"]), images.shape[1],
@@ -185,7 +186,7 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
             **NEUROSQL_VARIANTS[variant])
         schedule = _schedule(optimizer, steps)
         trainer = NeuroSQLTrainer(device, max_epochs, loader, generator, bank, optimizer,
-                                  train_handlers=[schedule, handler], seed=int(cell["seed"]))
+                                  train_handlers=[schedule, handler], seed=int(cell["seed"]), **layout)
         return {"trainer": trainer, "params": count_parameters(generator),
                 "sampler": lambda num, seed, lab: generate(generator, num, bank.lattice, seed=seed, labels=lab),
                 "modules": {"generator": generator}, "extra_state": lambda: {"bank": bank.state_dict()},
@@ -197,7 +198,7 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
         optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
         schedule = _schedule(optimizer, steps)
         trainer = VAETrainer(device, max_epochs, loader, vae, optimizer, beta=float(settings.get("vae_beta", 0.005)),
-                             train_handlers=[schedule])
+                             train_handlers=[schedule], **layout)
         return {"trainer": trainer, "params": count_parameters(vae), "sampler": trainer.sample,
                 "modules": {"vae": vae}, "extra_state": dict, "assignment": None,
                 "state": {"optimizer": optimizer, "schedule": schedule.lr_scheduler}}
@@ -208,7 +209,7 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
         dcgan_init(disc)
         g_opt, d_opt = GANTrainer.dcgan_optimizers(generator, disc, lr=lr)
         trainer = GANTrainer(device, max_epochs, loader, generator, disc, g_opt, d_opt,
-                             loss="hinge" if hinge else "bce", grad_clip_norm=None)
+                             loss="hinge" if hinge else "bce", grad_clip_norm=None, **layout)
         return {"trainer": trainer, "params": count_parameters(generator) + count_parameters(disc),
                 "sampler": trainer.sample, "modules": {"generator": generator, "discriminator": disc},
                 "extra_state": dict, "assignment": None, "state": {"g_optimizer": g_opt, "d_optimizer": d_opt}}
@@ -221,7 +222,7 @@ def build_model(cell: Mapping[str, Any], data: Mapping[str, Any], loader, max_ep
                               in_channels=images.shape[1],
                               num_train_timesteps=int(settings.get("ddpm_timesteps", 1000)),
                               num_inference_steps=int(settings.get("ddpm_sampling_steps", 100)),
-                              ema_decay=DDPM_EMA_DECAY if variant == "ema" else None)
+                              ema_decay=DDPM_EMA_DECAY if variant == "ema" else None, **layout)
         modules = {"unet": unet, **({"ema": trainer.ema} if trainer.ema is not None else {})}
         return {"trainer": trainer, "params": count_parameters(unet), "sampler": trainer.sample,
                 "modules": modules, "extra_state": dict, "assignment": None, "state": {"optimizer": optimizer}}

@@ -50,6 +50,11 @@ class FiLMUNetGenerator(LatentGenerator):
         kwargs: ``num_classes``, ``class_embed_size``, ``out_act`` of :class:`LatentGenerator`.
     """
 
+    #: The trainers and ``decode`` leave this network's weights as stored on the CPU: under channels-last its
+    #: instance norms make training 0.91-0.93x as fast at 64 px, and decoding no faster
+    #: (``benchmarks/bench_training_layout.py``, ``benchmarks/bench_decode_layout.py``).
+    channels_last_faster = False
+
     def __init__(
         self,
         spatial_dims: int,

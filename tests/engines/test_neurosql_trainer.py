@@ -45,7 +45,7 @@ class _ByHand:
     assignment of images to generated lattice points (cost from the loss pair by pair, scipy's exact solver)."""
 
     def __init__(self, net, lr):
-        self.g = net
+        self.g = net.to(memory_format=torch.channels_last)  # as the trainer lays its generator out on the CPU
         self.optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
         self.loss = SSIML1Loss(2, **LOSS)
         self.per_pair = SSIML1Loss(2, reduction="none", **LOSS)
