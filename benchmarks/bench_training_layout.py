@@ -9,7 +9,9 @@ model's optimizer) twice from the same seed, once per layout, and times the same
 loss, backward, optimizer step: the trainer's own ``_iteration`` on the same batches) alternating the two (so that
 load on a shared machine hits both alike). It prints the best time per iteration of each, their ratio, and how far
 apart the two layouts' losses are over a few identical first steps (float rounding, not a different training).
-The images are uniform noise: a dense convolution's time does not depend on the pixel values.
+The benchmark's domain encoders (``train_domain_encoder``, which lays out alike) are timed over whole seeded epochs of
+their own training loop, batch 128. The images are uniform noise: a dense convolution's time does not depend on the
+pixel values.
 
 Usage (from the repository root)::
 
@@ -42,7 +44,25 @@ CASES = {
     "gan-conv-64": ("gan", "conv", 64),
     "ddpm-conv-28": ("ddpm", "conv", 28),
     "ddpm-conv-64": ("ddpm", "conv", 64),
+    "encoder-contrastive-64": ("encoder", "contrastive", 64),
+    "encoder-autoencoder-64": ("encoder", "autoencoder", 64),
+    "encoder-contrastive-128": ("encoder", "contrastive", 128),
 }
+#: the domain encoders' batch (:func:`monai_neurosql.metrics.train_domain_encoder`'s default)
+ENCODER_BATCH = 128
+
+
+def encoder_epoch(kind: str, size: int, channels_last: bool, iterations: int) -> tuple[float, float]:
+    """``(seconds per iteration, mean loss)`` of one seeded epoch of the benchmark's domain encoder of ``kind``
+    (its training loop, :func:`monai_neurosql.metrics.domain_features._fit_encoder`) on ``iterations`` batches."""
+    from monai_neurosql.metrics.domain_features import _fit_encoder
+
+    torch.manual_seed(0)
+    images = torch.rand(ENCODER_BATCH * iterations, 1, size, size)
+    start = time.perf_counter()
+    _, loss = _fit_encoder(images, None, kind, 64, (32, 64, 128), 0, 1, ENCODER_BATCH, 2e-3, torch.device("cpu"),
+                           torch.Generator().manual_seed(0), channels_last)
+    return (time.perf_counter() - start) / iterations, loss
 
 
 def build(model: str, backbone: str, size: int, channels_last: bool, n: int, batch: int) -> tuple[Any, list]:
@@ -79,6 +99,19 @@ def losses(trainer: Any, batches: list, seed: int = 1) -> list[float]:
     return [float(trainer._iteration(trainer, batch)["loss"]) for batch in batches]
 
 
+def encoder_row(name: str, kind: str, size: int, iterations: int, repeats: int) -> list[str]:
+    """The table row of a domain encoder: whole seeded epochs, alternating the layouts."""
+    best, loss = {False: float("inf"), True: float("inf")}, {}
+    for _ in range(repeats):
+        for last in (False, True):
+            seconds, loss[last] = encoder_epoch(kind, size, last, iterations)
+            best[last] = min(best[last], seconds)
+        log(f"{name}: as stored {1000 * best[False]:.0f} ms, channels-last {1000 * best[True]:.0f} ms / iteration")
+    return [f"{name} (batch {ENCODER_BATCH})", f"{size} px", "-", f"{1000 * best[False]:.0f}",
+            f"{1000 * best[True]:.0f}", f"{best[False] / best[True]:.2f}x",
+            f"{abs(loss[False] - loss[True]) / abs(loss[False]):.1e}"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
@@ -86,15 +119,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; the best of each is kept")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="two 16 px cases, 2 iterations, 1 repeat (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="three 16 px cases, 2 iterations, 1 repeat (smoke run)")
     args = parser.parse_args(argv)
     cases = {name: CASES[name] for name in args.cases}
     if args.quick:
-        cases = {"neurosql-conv-16": ("neurosql", "conv", 16), "ddpm-conv-16": ("ddpm", "conv", 16)}
+        cases = {"neurosql-conv-16": ("neurosql", "conv", 16), "ddpm-conv-16": ("ddpm", "conv", 16),
+                 "encoder-autoencoder-16": ("encoder", "autoencoder", 16)}
         args.iterations, args.repeats, args.batch = 2, 1, 8
     torch.set_num_threads(args.threads)
     rows = []
     for name, (model, backbone, size) in cases.items():
+        if model == "encoder":
+            rows.append(encoder_row(name, backbone, size, args.iterations, args.repeats))
+            continue
         n = args.batch * args.iterations
         built = {last: build(model, backbone, size, last, n, args.batch) for last in (False, True)}
         # a network the trainers leave as stored (the FiLM U-Net) is laid out here by hand, to show why
@@ -117,8 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     print("# Training iterations on the CPU: weights as stored vs channels-last\n")
     print("\n".join(machine_lines(args.threads)) + "\n")
     print(f"Batch {args.batch}, best of {args.repeats} alternating repeats of {args.iterations} iterations per "
-          "layout; \"loss apart\": the largest relative difference between the two layouts' losses over their "
-          "first 4 iterations from the same weights, batches and random numbers.\n")
+          "layout (the domain encoders: whole epochs of that many iterations); \"loss apart\": the largest "
+          "relative difference between the two layouts' losses over their first 4 iterations from the same "
+          "weights, batches and random numbers (the encoders: of their epochs' mean losses).\n")
     print(markdown_table(["case", "image", "params", "ms / iteration, as stored", "ms / iteration, channels-last",
                           "speed-up", "loss apart"], rows))
 

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -316,6 +319,29 @@ def test_a_vae_beta_selection_cut_by_a_kill_continues_with_the_next_beta(tmp_pat
     assert cli._select_beta(path, "conv|16", [0.001, 0.005, 0.02], score, criterion="KID") == 0.005
     assert len(trained) == 3  # chosen: reused without training
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vae_beta_selection.json"]
+
+
+def test_a_vae_beta_selection_looks_beyond_the_grid_while_the_best_lies_on_its_edge(tmp_path, caplog):
+    from monai_neurosql.benchmark import cli
+
+    trained = []
+
+    def score(beta):  # best at 0.08, beyond the grid's largest
+        trained.append(beta)
+        return abs(math.log(beta / 0.08))
+
+    path = tmp_path / "vae_beta_selection.json"
+    assert cli._select_beta(path, "g", [0.001, 0.005, 0.02], score, criterion="KID") == 0.08
+    assert trained == [0.001, 0.005, 0.02, 0.08, 0.32]  # x4, the grid's ratio at that edge, until a worse one
+    assert json.loads(path.read_text())["g"]["chosen"] == 0.08
+    assert cli._select_beta(path, "g", [0.001, 0.005, 0.02], score, criterion="KID") == 0.08 and len(trained) == 5
+    # an older selection whose best lay on the edge is extended too; below the grid it divides
+    path.write_text(json.dumps({"g": {"kid_by_beta": {"0.01": 2.0, "0.1": 3.0}, "chosen": 0.01}}))
+    assert cli._select_beta(path, "g", [0.01, 0.1], lambda b: {0.001: 1.0, 0.0001: 1.5}[b], "KID") == 0.001
+    # at most MAX_BETA_EXTENSIONS, then a warning says to widen the grid
+    caplog.set_level(logging.INFO)
+    assert cli._select_beta(tmp_path / "s.json", "g", [1.0, 2.0], lambda b: -b, "KID") == 16.0
+    assert "still on the edge" in caplog.text and "widen --vae-betas" in caplog.text
 
 
 def test_benchmark_images_are_transformed_once_and_again_only_when_a_file_changes(tmp_path, monkeypatch, caplog):

@@ -83,6 +83,7 @@ def test_ddpm_sampling_benchmark_times_every_batch_and_the_images_do_not_depend_
 def test_training_layout_benchmark_times_both_layouts_and_their_losses_agree(capsys):
     _script("bench_training_layout").main(["--quick"])
     table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if " 16 px " in line]
-    assert [cells[0].strip() for cells in table] == ["neurosql-conv-16", "ddpm-conv-16"]
+    assert [cells[0].strip() for cells in table] == ["neurosql-conv-16", "ddpm-conv-16",
+                                                     "encoder-autoencoder-16 (batch 128)"]
     # both layouts timed, the channels-last one really laid out, the same training to float rounding
     assert all(float(cells[3]) > 0 and cells[4].strip().isdigit() and float(cells[6]) < 1e-4 for cells in table)

@@ -22,7 +22,8 @@ its ``resume.pt``, written about every ``--resume-every`` seconds, to the same r
    (``kid_<kind>``): encoders trained for different tasks weigh blur and artefacts differently.
 2. ``controls.csv``: the control sets (unseen real images, copies of training images, Gaussian noise, the mean
    training image, blurred training images) scored like a model.
-3. ``vae_beta_selection.json``: with several ``--vae-betas``, the VAE's KL weight chosen by validation KID.
+3. ``vae_beta_selection.json``: with several ``--vae-betas``, the VAE's KL weight chosen by validation KID (the grid
+   extended beyond its edge, up to 3 values, while the best lies on it).
 4. ``results.csv``: one row per cell (dataset x model x backbone x latent size x seed x variant x protocol), each
    trained in its own process; its checkpoint and scored samples under ``cells/<cell>/``.
 5. ``results.md``: mean ± std over seeds with the controls, the settings, and every metric that ranks a negative
@@ -154,26 +155,56 @@ def _vae_selection(data: dict, cell: dict, settings: dict, beta: float) -> float
     return select_vae_beta(cell, data, settings, beta)
 
 
+#: at most this many KL weights beyond the edge of ``--vae-betas`` when the best one lies on it
+MAX_BETA_EXTENSIONS = 3
+
+
 def _select_beta(path: Path, group: str, betas: Sequence[float], score: Callable[[float], float],
-                criterion: str) -> float:
-    """The VAE's KL weight for ``group``: the one of ``betas`` with the lowest ``score`` (validation KID), kept in the
-    JSON file ``path`` with every score. Each score is written as soon as it is known, so a selection cut by a kill
-    continues with the next beta; a group already chosen is reused without training."""
+                 criterion: str, max_extensions: int = MAX_BETA_EXTENSIONS) -> float:
+    """The VAE's KL weight for ``group``: the one with the lowest ``score`` (validation KID), kept in the JSON file
+    ``path`` with every score. Each score is written as soon as it is known, so a selection cut by a kill
+    continues with the next beta; a group whose best beta is known is reused without training.
+
+    The grid is ``betas``, extended while the best lies on its edge: the next value beyond it (the edge times the
+    grid's ratio there, e.g. 0.02 -> 0.08 after 0.005, 0.02) is tried, at most ``max_extensions`` of them, so that
+    a minimum at the grid's edge is not taken for the best the VAE can do (at 128 px the demo brains chose the
+    largest of 0.001, 0.005, 0.02)."""
     selection = json.loads(path.read_text()) if path.is_file() else {}
     entry = selection.setdefault(group, {"kid_by_beta": {}})
+    kids = entry["kid_by_beta"]
 
     def save() -> None:
         with atomic_write(path) as partial:
             partial.write_text(json.dumps(selection, indent=1))
 
-    if "chosen" not in entry:
-        kids = entry["kid_by_beta"]
-        for beta in betas:
-            if str(beta) not in kids:
-                kids[str(beta)] = float(score(beta))
-                save()
-        scores = {str(b): kids[str(b)] for b in betas}
-        entry.update(chosen=float(min(scores, key=scores.get)), criterion=criterion)
+    def scored(beta: float) -> None:
+        if str(beta) not in kids:
+            kids[str(beta)] = float(score(beta))
+            save()
+
+    for beta in betas:
+        scored(float(beta))
+    requested, log = {str(float(b)) for b in betas}, logging.getLogger("monai_neurosql.benchmark")
+    while True:
+        grid = sorted(float(b) for b in kids)
+        best = min(grid, key=lambda b: kids[str(b)])
+        edge = grid.index(best) in (0, len(grid) - 1)
+        extensions = [b for b in kids if b not in requested]
+        if len(grid) < 2 or not edge:
+            break
+        if len(extensions) >= max_extensions:
+            log.warning(
+                f"VAE KL weight: the best, {best}, is still on the edge of the {len(grid)} tried after "
+                f"{max_extensions} beyond --vae-betas; widen --vae-betas to look further.")
+            break
+        low = grid.index(best) == 0
+        beyond = float(f"{(best / (grid[1] / grid[0])) if low else (best * grid[-1] / grid[-2]):.3g}")
+        log.info(
+            f"VAE KL weight: the best so far, {best}, is the {'smallest' if low else 'largest'} tried; "
+            f"trying {beyond} ({len(extensions) + 1} of at most {max_extensions} beyond --vae-betas)")
+        scored(beyond)
+    if entry.get("chosen") != best or "criterion" not in entry:
+        entry.update(chosen=best, criterion=criterion)
         save()
     return float(entry["chosen"])
 
