@@ -103,6 +103,19 @@ def load_cross_encoders(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {kind: load_domain_encoder(path) for kind, path in paths.items() if path.is_file()}
 
 
+def run_scorer(data: Mapping[str, Any], settings: Mapping[str, Any], encoder):
+    """The :class:`~monai_neurosql.metrics.SampleScorer` every set of a run is scored with (the cells' samples,
+    the controls, a rescore): the test split against the training images, the run's cross-check spaces, and the
+    memorization audit's held-out calibration kept under ``<output>/audit_cache/`` (computed by the first scorer of
+    the run, reused by every later one of the same images and encoder)."""
+    from ..metrics import SampleScorer
+
+    return SampleScorer(data["reference_images"], encoder=encoder, train=data["train_images"],
+                        audit_samples=int(settings.get("audit_samples", 1024)),
+                        cross_encoders=load_cross_encoders(settings),
+                        audit_cache=Path(settings["output"]) / "audit_cache")
+
+
 def load_space_encoders(settings: Mapping[str, Any]) -> dict[str, Any]:
     """``{space: encoder}`` of every feature space a run scores in: ``"domain"`` (the headline encoder) and the
     cross-check spaces (:func:`load_cross_encoders`), as the paired comparisons take them."""
@@ -315,7 +328,7 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
     instead of drawn again.
     """
     from ..data import train_loader
-    from ..metrics import SampleScorer, load_domain_encoder, paired_ssim
+    from ..metrics import load_domain_encoder, paired_ssim
 
     seed = int(cell["seed"])
     torch.manual_seed(seed)
@@ -402,10 +415,7 @@ def run_cell(cell: Mapping[str, Any], data: Mapping[str, Any], settings: Mapping
             np.savez_compressed(partial, images=fake.numpy(), sample_seconds=np.float64(sample_seconds),
                                 **({"labels": sample_labels.numpy()} if sample_labels is not None else {}))
     _grid(fake, out / "samples.png")
-    scorer = SampleScorer(data["reference_images"], encoder=encoder, train=images,
-                          audit_samples=int(settings.get("audit_samples", 1024)),
-                          cross_encoders=load_cross_encoders(settings))
-    scores = scorer(fake, png_path=out / "memorization_worst_pairs.png")
+    scores = run_scorer(data, settings, encoder)(fake, png_path=out / "memorization_worst_pairs.png")
     row: dict[str, Any] = {
         **cell, "protocol": protocol, "epochs_run": round(epochs_run, 3), "best_epoch": best_epoch,
         "n_train": len(images), "params": built["params"], "train_seconds": train_seconds,
@@ -466,14 +476,12 @@ def _pretrained_scores(real: torch.Tensor, fake: torch.Tensor, settings: Mapping
 def score_controls(data: Mapping[str, Any], settings: Mapping[str, Any], seed: int = 0) -> list[dict[str, Any]]:
     """Rows for the control sets (:func:`~monai_neurosql.metrics.control_sets`), scored exactly like a model's
     samples: ``num`` = the cell's matched count; unseen real images from the validation split."""
-    from ..metrics import SampleScorer, control_sets, load_domain_encoder, paired_ssim
+    from ..metrics import control_sets, load_domain_encoder, paired_ssim
 
     encoder = load_domain_encoder(settings["encoder_path"])
     num = scored_count(int(settings["num_samples"]), data)
     sets = control_sets(data["train_images"], data["unseen_images"], num, seed=seed)
-    scorer = SampleScorer(data["reference_images"], encoder=encoder, train=data["train_images"],
-                          audit_samples=int(settings.get("audit_samples", 1024)),
-                          cross_encoders=load_cross_encoders(settings))
+    scorer = run_scorer(data, settings, encoder)
     out = Path(settings["output"]) / "controls"
     rows = []
     for name, images in sets.items():
@@ -516,12 +524,10 @@ def select_vae_beta(cell: Mapping[str, Any], data: Mapping[str, Any], settings: 
 def rescore_rows(rows: list[dict[str, Any]], data: Mapping[str, Any], settings: Mapping[str, Any]) -> list[dict]:
     """Score every cell's saved ``samples.npz`` again with the current metrics (no retraining): the rows with
     their scores replaced; training columns (time, epochs, parameters) are kept."""
-    from ..metrics import SampleScorer, load_domain_encoder
+    from ..metrics import load_domain_encoder
 
     torch.set_num_threads(int(settings["threads"]))
-    scorer = SampleScorer(data["reference_images"], encoder=load_domain_encoder(settings["encoder_path"]),
-                          train=data["train_images"], audit_samples=int(settings.get("audit_samples", 1024)),
-                          cross_encoders=load_cross_encoders(settings))
+    scorer = run_scorer(data, settings, load_domain_encoder(settings["encoder_path"]))
     out = []
     for row in rows:
         samples = Path(row["cell_dir"]) / "samples.npz"

@@ -69,12 +69,15 @@ class SampleScorer:
             ``{"classifier": ..., "autoencoder": ...}``), scored with KID only: a second opinion, since encoders
             trained for different tasks weigh blur and high-frequency artefacts differently and can rank two
             models in opposite orders (docs/benchmarks.md).
+        audit_cache: a folder for the memorization audit's held-out calibration, reused by every scorer of the
+            same images and encoder (:class:`~monai_neurosql.metrics.MemorizationAudit` ``cache_dir``).
     """
 
     def __init__(self, reference: torch.Tensor, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  train: torch.Tensor | None = None, audit_heldout: torch.Tensor | None = None,
                  audit_samples: int = 1024, proxy: bool = True,
-                 cross_encoders: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
+                 cross_encoders: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                 audit_cache: str | os.PathLike | None = None) -> None:
         self.reference = reference.float()
         self.cross = {name: (net, extract_features(net, self.reference)) for name, net in (cross_encoders or {}).items()}
         self.encoder = encoder
@@ -90,7 +93,7 @@ class SampleScorer:
             minimum = audit_minimum(num_spaces=4 if encoder is not None else 3)
             self.audit_reason = str(below_minimum(None, len(heldout), minimum))
             if len(heldout) >= minimum:
-                self.audit = MemorizationAudit(train.float(), heldout, feature_net=encoder)
+                self.audit = MemorizationAudit(train.float(), heldout, feature_net=encoder, cache_dir=audit_cache)
         self.audit_samples = audit_samples
 
     def __call__(self, fake: torch.Tensor, png_path: str | os.PathLike | None = None) -> dict[str, Any]:

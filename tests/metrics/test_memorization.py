@@ -41,3 +41,38 @@ def test_memorization_audit_needs_enough_heldout_images(smooth):
     result = memorization_audit(smooth["fresh"][:5], smooth["train"], smooth["heldout"][:50], min_heldout=50,
                                 feature_net=lambda x: x.flatten(1)[:, ::8])
     assert result["spaces"] == ("pixel", "lowpass_fine", "lowpass_coarse", "domain")
+
+
+def test_the_heldout_calibration_is_cached_by_what_it_depends_on(smooth, tmp_path, monkeypatch, caplog):
+    train, heldout, fresh = smooth["train"], smooth["heldout"], smooth["fresh"]
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 8))
+    first = MemorizationAudit(train, heldout, feature_net=net, cache_dir=tmp_path, min_heldout=50)
+    assert len(list(tmp_path.glob("audit_*.pt"))) == 1
+    calibrations = []
+    original = MemorizationAudit._distances
+
+    def counted(self, images, blur_queries=False):
+        if blur_queries:  # the held-out calibration (a call's own distances are not)
+            calibrations.append(len(images))
+        return original(self, images, blur_queries)
+
+    monkeypatch.setattr(MemorizationAudit, "_distances", counted)
+    again = MemorizationAudit(train, heldout, feature_net=net, cache_dir=tmp_path, min_heldout=50)
+    assert calibrations == [] and again.thresholds == first.thresholds  # reused, not computed
+    assert torch.equal(again(fresh)["score"], first(fresh)["score"])
+    # other training images, other weights of the feature network, another quantile: calibrated anew
+    MemorizationAudit(train[1:], heldout, feature_net=net, cache_dir=tmp_path, min_heldout=50)
+    torch.nn.init.zeros_(net[1].bias)
+    MemorizationAudit(train, heldout, feature_net=net, cache_dir=tmp_path, min_heldout=50)
+    MemorizationAudit(train, heldout, quantile=0.1, feature_net=net, cache_dir=tmp_path,
+                      min_heldout=50)
+    assert calibrations == [300, 300, 300] and len(list(tmp_path.glob("audit_*.pt"))) == 4
+    # a damaged file is calibrated again, with a warning
+    for path in tmp_path.glob("audit_*.pt"):
+        path.write_bytes(b"cut")
+    MemorizationAudit(train, heldout, quantile=0.1, feature_net=net, cache_dir=tmp_path,
+                      min_heldout=50)
+    assert len(calibrations) == 4 and "cannot be used" in caplog.text
+    with pytest.raises(TypeError, match="torch module"):
+        MemorizationAudit(train, heldout, feature_net=lambda x: x.flatten(1), cache_dir=tmp_path,
+                          min_heldout=50)
