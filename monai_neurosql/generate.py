@@ -85,9 +85,8 @@ def _fast_layout(module: nn.Module, enabled: bool, spatial_dims: int | None) -> 
 def training_layout(module: nn.Module, enabled: bool = True, spatial_dims: int | None = None) -> bool:
     """Store ``module``'s weights channels-last for good (the trainers call it on the CPU before training).
 
-    Training iterations of the benchmark's models then run 1.15-2.0x faster on the CPU at 28-128 px (the
-    ConvGenerator 1.15-1.4x, the ResNet generator 2.0x, the VAE, GAN and DDPM 1.2-1.3x;
-    ``benchmarks/bench_training_layout.py``); the losses agree with the stored layout's to float rounding, not to
+    Training iterations of the benchmark's models then run about 1.25x faster on the CPU at 28-128 px (median;
+    1.03-2.5x by model and run; ``benchmarks/bench_training_layout.py``); the losses agree with the stored layout's to float rounding, not to
     the bit. The FiLM U-Net, slower so, is left as stored. The parameters stay the same objects, so optimizers built before are unaffected, and
     ``load_state_dict`` copies values whatever the layout, so checkpoints load into a model of either layout.
     Same rules as :func:`inference_layout` (CPU only; a model already laid out by its owner is left alone).

@@ -87,3 +87,11 @@ def test_training_layout_benchmark_times_both_layouts_and_their_losses_agree(cap
                                                      "encoder-autoencoder-16 (batch 128)"]
     # both layouts timed, the channels-last one really laid out, the same training to float rounding
     assert all(float(cells[3]) > 0 and cells[4].strip().isdigit() and float(cells[6]) < 1e-4 for cells in table)
+
+
+def test_scoring_benchmark_builds_the_scorer_with_an_empty_and_a_filled_audit_cache(capsys):
+    _script("bench_scoring").main(["--quick"])
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if "cache:" in line]
+    assert [r[0].strip() for r in rows] == ["empty cache: calibrates, writes", "filled cache: reads"]
+    assert all(float(r[1]) >= 0 for r in rows) and "Scoring one set of 410 images" in out

@@ -72,9 +72,9 @@ class NeuroSQLTrainer(Trainer):
         grad_clip_norm: max gradient norm (``None``: no clipping). Default 1.0 (paper appendix J).
         amp: mixed precision with ``torch.autocast`` and a gradient scaler; only on CUDA devices.
         channels_last: on the CPU, store the generator's weights channels-last before training
-            (:func:`~monai_neurosql.generate.training_layout`: the same training to float rounding, 64 px
-            iterations 1.2x faster; not for a ``DistributedDataParallel`` generator, whose buckets are laid out
-            already). Default ``True``.
+            (:func:`~monai_neurosql.generate.training_layout`: the same training to float rounding, iterations
+            about 1.25x faster; not for a ``DistributedDataParallel`` generator, whose buckets are laid out
+            already, nor the FiLM U-Net, slower so). Default ``True``.
         seed: when set, every epoch starts by seeding torch, numpy, ``random`` and the data loader's
             MONAI transforms with ``seed + epoch``, so a run resumed from an epoch checkpoint continues
             exactly like an uninterrupted one. Use a sampler that shuffles by epoch (e.g.

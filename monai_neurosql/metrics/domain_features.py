@@ -178,7 +178,7 @@ def train_domain_encoder(
         seed: initialisation, shuffling and augmentation seed (the global RNG is left untouched).
         device: where to train.
         channels_last: on the CPU, train with the weights channels-last
-            (:func:`~monai_neurosql.generate.training_layout`: 1.2-1.4x faster at 64 px,
+            (:func:`~monai_neurosql.generate.training_layout`: 1.13-1.25x faster at 64-128 px,
             ``benchmarks/bench_training_layout.py``); the encoder is returned with its weights as stored either way.
 
     Raises:
