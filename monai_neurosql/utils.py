@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DAMAGED_FILE_ERRORS", "atomic_write", "read_csv", "write_csv"]
+__all__ = ["DAMAGED_FILE_ERRORS", "atomic_write", "read_cache", "read_csv", "write_cache", "write_csv"]
 
 #: what ``torch.load`` raises on a truncated or corrupted file (a write cut by a kill, a damaged disk)
 DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
@@ -56,3 +58,36 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict], fields: Sequence[st
         writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_cache(path: str | os.PathLike, keys: Collection[str], log: logging.Logger, found: str,
+               again: str) -> dict[str, Any] | None:
+    """The dict that :func:`write_cache` left at ``path`` (logged as ``found``), or ``None``: no file, or a damaged
+    one or one with other keys than ``keys``, which is removed with the warning ``"<path> cannot be used (<why>);
+    <again>"``."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if set(cached) == set(keys):
+            log.info(found)
+            return cached
+        error = f"keys {sorted(cached)}"
+    except DAMAGED_FILE_ERRORS as err:
+        error = f"{type(err).__name__}: {err}"
+    log.warning(f"{path} cannot be used ({error}); {again}")
+    path.unlink(missing_ok=True)
+    return None
+
+
+def write_cache(path: str | os.PathLike, value: dict[str, Any]) -> None:
+    """``torch.save`` ``value`` to ``path`` (its folder made) through :func:`atomic_write`, for :func:`read_cache`."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as partial:
+        torch.save(value, partial)

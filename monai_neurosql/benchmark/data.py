@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils import DAMAGED_FILE_ERRORS, atomic_write
+from ..utils import read_cache, write_cache
 
 __all__ = ["DEMO_SUBJECTS", "dataset_name", "load_benchmark_data"]
 
@@ -85,23 +85,6 @@ def _cache_key(parts: Sequence[Sequence[dict]], settings: tuple) -> str:
                 else:
                     digest.update(repr(value).encode())
     return digest.hexdigest()[:20]
-
-
-def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
-    """The tensors cached at ``path``, or ``None`` (no file; a damaged one is removed, with a warning)."""
-    if not path.is_file():
-        return None
-    try:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-        if sorted(tensors) == sorted(_CACHED):
-            logger.info(f"images loaded from {path} (transformed once; the key changes with the files)")
-            return tensors
-        error = f"keys {sorted(tensors)}"
-    except DAMAGED_FILE_ERRORS as err:
-        error = f"{type(err).__name__}: {err}"
-    logger.warning(f"{path} cannot be used ({error}); loading the images again")
-    path.unlink(missing_ok=True)
-    return None
 
 
 def load_benchmark_data(
@@ -180,14 +163,13 @@ def load_benchmark_data(
              "reference": _draw(split["test"], max_reference)}
     key = _cache_key(list(parts.values()), (image_size, spatial_dims))
     cache = work_dir / "tensor_cache" / f"{dataset_name(dataset)}_{key}.pt"
-    tensors = _read_cache(cache)
+    tensors = read_cache(cache, _CACHED, logger, f"images loaded from {cache} (transformed once; the key changes "
+                         "with the files)", "loading the images again")
     if tensors is None:
         tensors = {}
         for part, records in parts.items():
             tensors[f"{part}_images"], tensors[f"{part}_labels"] = _tensors(records, transform)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cache) as partial:
-            torch.save(tensors, partial)
+        write_cache(cache, tensors)
     labels = [tensors[f"{part}_labels"] for part in parts if len(tensors[f"{part}_labels"])]
     shift = class_mix_shift(tensors["train_labels"], tensors["reference_labels"])
     if shift:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..cost import pairwise_cost
-from ..utils import DAMAGED_FILE_ERRORS, atomic_write
+from ..utils import read_cache, write_cache
 from ..visualize import save_grid_png
 from .controls import blur
 
@@ -127,7 +127,9 @@ class MemorizationAudit:
         self.sigmas = dict(zip(("lowpass_fine", "lowpass_coarse"), lowpass_sigmas or (size / 16.0, size / 8.0)))
         self.low_train = {name: blur(train, sigma) for name, sigma in self.sigmas.items()}
         path = Path(cache_dir) / f"audit_{self._digest(heldout)}.pt" if cache_dir is not None else None
-        cached = self._read(path) if path is not None else None
+        cached = None if path is None else read_cache(
+            path, ("train_features", "heldout"), logger,
+            f"memorization audit: held-out calibration reused from {path}", "calibrating the memorization audit again")
         if cached is not None:
             self.train_features, self.heldout = cached["train_features"], cached["heldout"]
         else:
@@ -138,9 +140,7 @@ class MemorizationAudit:
                 self.train_features = extract_features(feature_net, train)
             self.heldout = self._distances(heldout, blur_queries=True)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_write(path) as partial:
-                    torch.save({"train_features": self.train_features, "heldout": self.heldout}, partial)
+                write_cache(path, {"train_features": self.train_features, "heldout": self.heldout})
         level = quantile / num_spaces
         self.thresholds = {name: float(torch.quantile(self._ratio(d), level)) for name, d in self.heldout.items()}
 
@@ -163,23 +163,6 @@ class MemorizationAudit:
             digest.update(repr((tuple(tensor.shape), str(tensor.dtype))).encode())
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:20]
-
-    @staticmethod
-    def _read(path: Path) -> dict[str, Any] | None:
-        """The calibration cached at ``path``, or ``None`` (no file; a damaged one is removed, with a warning)."""
-        if not path.is_file():
-            return None
-        try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if set(cached) == {"train_features", "heldout"}:
-                logger.info(f"memorization audit: held-out calibration reused from {path}")
-                return cached
-            error = f"keys {sorted(cached)}"
-        except DAMAGED_FILE_ERRORS as err:
-            error = f"{type(err).__name__}: {err}"
-        logger.warning(f"{path} cannot be used ({error}); calibrating the memorization audit again")
-        path.unlink(missing_ok=True)
-        return None
 
     @staticmethod
     def _ratio(distances: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
