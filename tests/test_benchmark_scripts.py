@@ -95,3 +95,13 @@ def test_scoring_benchmark_builds_the_scorer_with_an_empty_and_a_filled_audit_ca
     rows = [line.split("|")[1:-1] for line in out.splitlines() if "cache:" in line]
     assert [r[0].strip() for r in rows] == ["empty cache: calibrates, writes", "filled cache: reads"]
     assert all(float(r[1]) >= 0 for r in rows) and "Scoring one set of 410 images" in out
+
+
+def test_image_checks_benchmark_times_the_check_without_and_with_kept_verdicts(capsys):
+    _script("bench_image_checks").main(["--quick"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith(("| no kept", "| first", "| next"))]
+    assert [r[0].strip() for r in rows] == ["no kept verdicts (as before)",
+                                            "first run: decodes all, writes the verdicts",
+                                            "next run: nothing changed", "next run: 10 files rewritten"]
+    assert all(float(r[1]) >= 0 and r[2].strip() == "320" for r in rows)

@@ -62,7 +62,8 @@ def prepare_oasis_split(
     """Records of an OASIS folder (or of the embedded demo), split by subject and written as ``datalist.json``.
 
     Every image file is decoded once first (:func:`check_image_files`): unreadable files stop here with their
-    names, blank ones are skipped with a warning; the split sizes are checked (``min_subjects`` per split) before
+    names, blank ones are skipped with a warning (the verdicts are kept in ``<output_dir>/image_checks.json``, so a
+    later run decodes only the files that changed); the split sizes are checked (``min_subjects`` per split) before
     any dataset is cached or any epoch runs.
 
     Args:
@@ -109,7 +110,7 @@ def _prepare_oasis_split(dataset_dir, output_dir, layout, csv_path, fractions, s
             records = slice_volume_records(records, out / "slices", axial_range=axial_range)
     else:
         raise ValueError(f"layout must be 'auto', 'kaggle' or 'volumes', got {layout!r}.")
-    records = check_image_files(records)
+    records = check_image_files(records, cache_file=out / "image_checks.json")
     split = subject_stratified_split(records, fractions=fractions, seed=seed, min_subjects=min_subjects)
     subjects = ", ".join(f"{len({r['subject'] for r in split[name]})}" for name in ("training", "validation", "test"))
     _log_split(split, f"of {subjects} subjects ({layout} layout, {root}), split by subject")

@@ -200,3 +200,37 @@ def test_too_few_subjects_for_the_split_are_refused_before_training(tmp_path):
     root3 = _kaggle(tmp_path / "three", per_class=(3, 0, 0, 0))
     with pytest.raises(ValueError, match=r"3 subjects \(3 in class 0\) .* leave validation 0, test 0"):
         prepare_oasis_split(root3, tmp_path / "out3")
+
+
+def test_kept_image_checks_decode_only_changed_files(tmp_path, caplog, monkeypatch):
+    from monai_neurosql.data import checks
+
+    root = _kaggle(tmp_path / "kaggle")
+    black = root / "Non Demented" / "OAS1_0001_MR1_mpr-1_100.jpg"
+    write_slice(black, value=0)
+    out = tmp_path / "out"
+    first = prepare_oasis_split(root, out, fractions=(0.5, 0.25, 0.25))
+    decoded = []
+    reader = checks.read_image_file
+    monkeypatch.setattr(checks, "read_image_file", lambda path: decoded.append(str(path)) or reader(path))
+    with caplog.at_level(logging.WARNING):
+        again = prepare_oasis_split(root, out, fractions=(0.5, 0.25, 0.25))
+    assert decoded == [] and again == first  # the same split, the blank file still skipped with its warning
+    assert "skipping 1 of 24 blank images" in caplog.text and "OAS1_0001_MR1_mpr-1_100.jpg" in caplog.text
+    # a file damaged after the kept check is decoded again and named; it is never kept as a verdict
+    bad = root / "Mild Dementia" / "OAS1_0007_MR1_mpr-1_100.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"^1 of 24 image files cannot be used: '.*OAS1_0007_MR1_mpr-1_100\.jpg'"):
+            prepare_oasis_split(root, out, fractions=(0.5, 0.25, 0.25))
+    assert decoded == [str(bad), str(bad)]
+    # other percentiles, or a damaged file of verdicts: every file is decoded again
+    write_slice(bad, value=150, seed=7)
+    decoded.clear()
+    assert len(check_image_files(oasis_kaggle_records(root), lower=1, upper=99, cache_file=out / "image_checks.json")) == 23
+    assert len(decoded) == 24
+    (out / "image_checks.json").write_text("{not json")
+    decoded.clear()
+    with caplog.at_level(logging.WARNING):
+        assert len(check_image_files(oasis_kaggle_records(root), cache_file=out / "image_checks.json")) == 23
+    assert len(decoded) == 24 and "image_checks.json cannot be used (JSONDecodeError" in caplog.text
