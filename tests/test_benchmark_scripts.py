@@ -100,8 +100,12 @@ def test_scoring_benchmark_builds_the_scorer_with_an_empty_and_a_filled_audit_ca
 def test_image_checks_benchmark_times_the_check_without_and_with_kept_verdicts(capsys):
     _script("bench_image_checks").main(["--quick"])
     lines = capsys.readouterr().out.splitlines()
-    rows = [line.split("|")[1:-1] for line in lines if line.startswith(("| no kept", "| first", "| next"))]
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith(("| no kept", "| first", "| next"))][:4]
     assert [r[0].strip() for r in rows] == ["no kept verdicts (as before)",
                                             "first run: decodes all, writes the verdicts",
                                             "next run: nothing changed", "next run: 10 files rewritten"]
     assert all(float(r[1]) >= 0 and r[2].strip() == "320" for r in rows)
+    slicing = [line.split("|")[1:-1] for line in lines[lines.index("| slicing | seconds | slices |"):]][3:]
+    assert [r[0].strip() for r in slicing] == ["first run: reads every volume, writes the slices",
+                                               "next run: nothing changed"]
+    assert slicing[0][2] == slicing[1][2] and int(slicing[0][2]) > 0  # the same slices from the kept manifest

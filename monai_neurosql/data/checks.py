@@ -63,17 +63,26 @@ def _inspect(path: str, lower: float, upper: float) -> tuple[str, str]:
     return "ok", ""
 
 
-def _stamp(path: str) -> list[int] | None:
-    """``[size, modification time in ns]`` of ``path``, ``None`` when it cannot be read (the decode names it)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return [info.st_size, info.st_mtime_ns]
+def file_stamp(path: str | os.PathLike) -> list[int] | None:
+    """``[size, modification time in ns]`` of ``path`` (and of its Analyze partner: ``.img`` for ``.hdr`` and the
+    reverse), ``None`` when it cannot be read (the decode names it). What the kept checks of files compare."""
+    name = str(path)
+    paths = [name]
+    for one, other in ((".hdr", ".img"), (".img", ".hdr")):
+        if name.lower().endswith(one) and os.path.exists(name[: -len(one)] + other):
+            paths.append(name[: -len(one)] + other)
+    stamp = []
+    for each in paths:
+        try:
+            info = os.stat(each)
+        except OSError:
+            return None
+        stamp += [info.st_size, info.st_mtime_ns]
+    return stamp
 
 
 def _read_verdicts(cache_file: str | os.PathLike | None, lower: float, upper: float) -> dict[str, list]:
-    """``{path: [size, mtime_ns, status, detail]}`` kept by :func:`_write_verdicts` for these percentiles, or ``{}``
+    """``{path: [*file_stamp(path), status, detail]}`` kept by :func:`_write_verdicts` for these percentiles, or ``{}``
     (no file, a damaged one, other percentiles)."""
     if cache_file is None or not Path(cache_file).is_file():
         return {}
@@ -147,13 +156,13 @@ def check_image_files(
     if not records:
         return records
     paths = [str(r[image_key]) for r in records]
-    stamps = [_stamp(p) for p in paths]
+    stamps = [file_stamp(p) for p in paths]
     known = _read_verdicts(cache_file, lower, upper)
     results: list[tuple[str, str] | None] = [None] * len(paths)
     for i, (path, stamp) in enumerate(zip(paths, stamps)):
         entry = known.get(path)
-        if stamp is not None and entry is not None and entry[:2] == stamp:
-            results[i] = (entry[2], entry[3])
+        if stamp is not None and entry is not None and entry[:-2] == stamp:
+            results[i] = (entry[-2], entry[-1])
     todo = [i for i, r in enumerate(results) if r is None]
     workers = num_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:

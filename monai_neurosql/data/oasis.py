@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import re
@@ -228,39 +229,83 @@ def slice_volume_records(
 
     Each volume is reoriented to RAS; the axial slices whose relative height lies in ``axial_range`` and whose
     foreground (voxels above 10% of the volume's 99th percentile) covers at least ``min_foreground`` of the slice
-    are kept, every ``step``-th. Slices keep the in-plane voxel spacing. Existing files are reused.
+    are kept, every ``step``-th. Slices keep the in-plane voxel spacing.
+
+    ``out_dir/slices.json`` keeps, per volume, its size and modification time and the slices cut from it: a later
+    call with the same settings reads no volume whose file is unchanged and whose slices are all there (a full
+    OASIS-1 release is 416 volumes, read at every run before); a changed volume is read and its slices written again.
 
     Returns:
         Slice records (``image`` = slice file, ``slice`` = axial index, plus the volume's label/subject/session).
     """
+    from .checks import file_stamp
+
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    slices = []
+    manifest_path = out / "slices.json"
+    settings = [list(axial_range), min_foreground, step]
+    kept = _read_manifest(manifest_path, settings)
+    volumes, changed, slices = {}, False, []
     for record in records:
-        try:
-            img = nib.as_closest_canonical(nib.load(record["image"]))
-            data = np.asarray(img.dataobj, dtype=np.float32)
-        except Exception as err:  # noqa: BLE001 - EOFError (truncated .nii.gz), zlib/OSError, nibabel errors
-            raise ValueError(
-                f"cannot read volume {record['image']!r} ({type(err).__name__}: {err}); the file is truncated or "
-                "damaged: re-download it or remove its session folder."
-            ) from None
-        data = data.reshape(data.shape[:3])
-        if not np.isfinite(data).all():
-            raise ValueError(f"volume {record['image']!r} contains NaN or infinite values; fix or remove it.")
-        depth = data.shape[2]
-        lo, hi = int(axial_range[0] * depth), int(np.ceil(axial_range[1] * depth))
-        threshold = 0.1 * np.percentile(data, 99)
-        zooms = img.header.get_zooms()[:2]
-        for z in range(lo, min(hi, depth), step):
-            plane = data[:, :, z]
-            if (plane > threshold).mean() < min_foreground:
-                continue
-            path = out / f"{record['subject']}_{record['session']}_axial_{z:03d}.nii.gz"
-            if not path.exists():  # written under a temporary name, so a killed run leaves no half file here
-                with atomic_write(path) as tmp:
-                    nib.save(nib.Nifti1Image(plane, np.diag([*zooms, 1.0, 1.0])), str(tmp))
-            slices.append({**{k: v for k, v in record.items() if k != "record_index"}, "image": str(path), "slice": z})
+        source = str(record["image"])
+        stamp = file_stamp(source)
+        entry = kept.get(source)
+        name = f"{record['subject']}_{record['session']}_axial_"
+        if (stamp is not None and entry is not None and entry[0] == stamp
+                and all((out / f"{name}{z:03d}.nii.gz").is_file() for z in entry[1])):
+            planes = entry[1]
+        else:
+            planes, changed = _cut_slices(record, out / name, axial_range, min_foreground, step), True
+        if stamp is not None:
+            volumes[source] = [stamp, planes]
+        slices += [{**{k: v for k, v in record.items() if k != "record_index"}, "image": str(out / f"{name}{z:03d}.nii.gz"),
+                    "slice": z} for z in planes]
+    if changed:
+        with atomic_write(manifest_path) as tmp:
+            tmp.write_text(json.dumps({"settings": settings, "volumes": {**kept, **volumes}}))
     for i, record in enumerate(slices):
         record["record_index"] = i
     return slices
+
+
+def _read_manifest(path: Path, settings: list) -> dict[str, list]:
+    """``{volume: [file_stamp, [axial indices]]}`` of :func:`slice_volume_records` for ``settings``, or ``{}``."""
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("settings") == settings and isinstance(manifest.get("volumes"), dict):
+            return manifest["volumes"]
+    except (OSError, ValueError, AttributeError) as err:
+        logger.warning(f"{path} cannot be used ({type(err).__name__}: {err}); reading every volume again")
+    return {}
+
+
+def _cut_slices(record: dict, prefix: Path, axial_range: tuple[float, float], min_foreground: float,
+                step: int) -> list[int]:
+    """Read ``record``'s volume, write its kept axial slices as ``<prefix><z:03d>.nii.gz``, return their indices."""
+    try:
+        img = nib.as_closest_canonical(nib.load(record["image"]))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as err:  # noqa: BLE001 - EOFError (truncated .nii.gz), zlib/OSError, nibabel errors
+        raise ValueError(
+            f"cannot read volume {record['image']!r} ({type(err).__name__}: {err}); the file is truncated or "
+            "damaged: re-download it or remove its session folder."
+        ) from None
+    data = data.reshape(data.shape[:3])
+    if not np.isfinite(data).all():
+        raise ValueError(f"volume {record['image']!r} contains NaN or infinite values; fix or remove it.")
+    depth = data.shape[2]
+    lo, hi = int(axial_range[0] * depth), int(np.ceil(axial_range[1] * depth))
+    threshold = 0.1 * np.percentile(data, 99)
+    zooms = img.header.get_zooms()[:2]
+    planes = []
+    for z in range(lo, min(hi, depth), step):
+        plane = data[:, :, z]
+        if (plane > threshold).mean() < min_foreground:
+            continue
+        # written under a temporary name, so a killed run leaves no half file; written again when the volume changed
+        with atomic_write(f"{prefix}{z:03d}.nii.gz") as tmp:
+            nib.save(nib.Nifti1Image(plane, np.diag([*zooms, 1.0, 1.0])), str(tmp))
+        planes.append(z)
+    return planes

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -116,6 +119,38 @@ def test_volume_records_and_slicing(volume_dir, tmp_path):
     csv.write_text("Subject,Rating\n")
     with pytest.raises(ValueError, match="'ID' and 'CDR'"):
         oasis_volume_records(root, csv)
+
+
+def test_volume_slicing_reads_only_changed_volumes_on_later_runs(volume_dir, tmp_path, monkeypatch):
+    from monai_neurosql.data import oasis
+
+    root, csv = volume_dir
+    records = oasis_volume_records(root, csv)
+    out = tmp_path / "slices"
+    first = slice_volume_records(records, out, axial_range=(0.0, 1.0), min_foreground=0.2)
+    cut = []
+    cutter = oasis._cut_slices
+    monkeypatch.setattr(oasis, "_cut_slices", lambda record, *args: cut.append(record["subject"]) or cutter(record, *args))
+    assert slice_volume_records(records, out, axial_range=(0.0, 1.0), min_foreground=0.2) == first and cut == []
+    # a volume changed on disk (the Analyze .img of an .hdr/.img pair too), or a slice file gone: read again
+    volume = Path(records[0]["image"])
+    vol = np.zeros((24, 28, 20), dtype=np.float32)
+    vol[4:20, 4:24, 6:10] = 80.0
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(volume))
+    analyze = Path(records[1]["image"]).with_suffix(".hdr")  # the record names the .img
+    assert analyze.is_file()
+    analyze.write_bytes(analyze.read_bytes())
+    os.utime(analyze, ns=(analyze.stat().st_atime_ns, analyze.stat().st_mtime_ns + 10**9))
+    (out / f"{records[2]['subject']}_{records[2]['session']}_axial_005.nii.gz").unlink()
+    again = slice_volume_records(records, out, axial_range=(0.0, 1.0), min_foreground=0.2)
+    assert cut == ["OAS1_0001", "OAS1_0002", "OAS1_0003"]
+    assert {s["slice"] for s in again if s["subject"] == "OAS1_0001"} == set(range(6, 10))
+    written = nib.load(next(s["image"] for s in again if s["subject"] == "OAS1_0001" and s["slice"] == 7))
+    assert float(np.asarray(written.dataobj).max()) == 80.0  # the slice file of the new volume, not the old one
+    # other settings: every volume read again
+    cut.clear()
+    slice_volume_records(records, out, axial_range=(0.0, 1.0), min_foreground=0.1)
+    assert len(cut) == 3
 
 
 def test_cdr_mapping():
