@@ -46,7 +46,8 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     assert "bank" in torch.load(out / "cells" / "tiny_neurosql_conv_2_0_default_uncond_epochs" / "checkpoint.pt",
                                 weights_only=True)
     controls = {r["model"] for r in _read(out / "controls.csv")}
-    assert controls == {f"control:{c}" for c in ("real_unseen", "real_train", "noise", "mean_image", "blurred")}
+    assert controls == {f"control:{c}" for c in ("real_unseen", "real_train", "noise", "mean_image", "blurred",
+                                                "phase_scrambled")}
     report = (out / "results.md").read_text()
     assert "| tiny | epochs | neurosql | conv | 2 | default |" in report and "| tiny | control | noise |" in report
     assert "Control check:" in report and "n<min (60<512)" in report

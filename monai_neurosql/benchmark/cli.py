@@ -21,7 +21,7 @@ its ``resume.pt``, written about every ``--resume-every`` seconds, to the same r
    ``--cross-spaces`` kind (default: classifier and autoencoder), in which KID is scored as a second opinion
    (``kid_<kind>``): encoders trained for different tasks weigh blur and artefacts differently.
 2. ``controls.csv``: the control sets (unseen real images, copies of training images, Gaussian noise, the mean
-   training image, blurred training images) scored like a model.
+   training image, blurred training images, phase-scrambled training images) scored like a model.
 3. ``vae_beta_selection.json``: with several ``--vae-betas``, the VAE's KL weight chosen by validation KID (the grid
    extended beyond its edge, up to 3 values, while the best lies on it).
 4. ``results.csv``: one row per cell (dataset x model x backbone x latent size x seed x variant x protocol), each

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from .classifier import classification_scores, downstream_classifier, train_classifier
-from .controls import CONTROLS, NEGATIVE_CONTROLS, blur, control_flags, control_sets
+from .controls import CONTROLS, NEGATIVE_CONTROLS, blur, control_flags, control_sets, phase_scramble
 from .domain_features import (
     DOMAIN_ENCODER_KINDS,
     DomainEncoder,
@@ -77,6 +77,7 @@ __all__ = [
     "ms_ssim_settings",
     "nearest_neighbours",
     "paired_ssim",
+    "phase_scramble",
     "precision_recall",
     "proxy_fid",
     "random_pairs",

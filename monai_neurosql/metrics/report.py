@@ -54,7 +54,7 @@ def evaluation_report(
 
     With ``unseen_images`` (real images neither trained on nor in ``test_images``, e.g. the validation split) the
     controls of :func:`~monai_neurosql.metrics.control_sets` are scored the same way (``controls``: the floor
-    ``real_unseen``, ``real_train`` copies, ``noise``, ``mean_image``, ``blurred``), and ``control_flags`` lists
+    ``real_unseen``, ``real_train`` copies, ``noise``, ``mean_image``, ``blurred``, ``phase_scrambled``), and ``control_flags`` lists
     every metric that ranks a negative control at or better than the model or the floor (logged as warnings):
     against the floor, the metric cannot tell good from bad on this data; against the model, either that or the
     model is no better than the control.

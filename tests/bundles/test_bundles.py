@@ -86,7 +86,8 @@ def test_oasis_kaggle_layout_train_resume_infer(tiny_kaggle, tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {"proxy_fid", "kid", "kid_se", "domain_fid", "coverage", "ssim", "ms_ssim_generated", "precision", "recall",
             "near_copy_share", "controls", "control_flags"} <= set(metrics)
-    assert set(metrics["controls"]) == {"real_unseen", "real_train", "noise", "mean_image", "blurred"}
+    assert set(metrics["controls"]) == {"real_unseen", "real_train", "noise", "mean_image", "blurred",
+                                        "phase_scrambled"}
     # 16 samples: below KID's minimum of 50 the report says so, for the model and every control alike
     assert all(str(c["kid"]).startswith("n<min (") for c in [metrics, *metrics["controls"].values()])
     assert (tmp_path / "eval" / "memorization_worst_pairs.png").is_file()

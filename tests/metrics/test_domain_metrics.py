@@ -16,6 +16,7 @@ from monai_neurosql.metrics import (
     kid_difference,
     load_domain_encoder,
     minimum_samples,
+    phase_scramble,
     save_domain_encoder,
     train_domain_encoder,
 )
@@ -95,12 +96,14 @@ def test_controls_are_ordered_by_the_domain_metrics(images, encoder):
     """Unseen real images score better than Gaussian noise, the mean image and blurred images in domain-FID and
     KID, and copies of training images are what the memorization audit flags."""
     sets = control_sets(images["train"], images["unseen"], 120, seed=0, blur_sigma=2.0)
-    assert set(sets) == {"real_unseen", "real_train", "noise", "mean_image", "blurred"}
+    assert set(sets) == {"real_unseen", "real_train", "noise", "mean_image", "blurred", "phase_scrambled"}
     assert all(len(v) == 120 for v in sets.values())
     scorer = SampleScorer(images["reference"], encoder=encoder, train=images["train"],
                           audit_heldout=images["heldout"], proxy=False)
     scores = {name: scorer(x) for name, x in sets.items()}
     floor = scores["real_unseen"]
+    # (flat discs and squares have no structure inside their outline for the phase-scrambled control to destroy:
+    # it is ordered on toy brains below)
     for control in ("noise", "mean_image", "blurred"):
         assert scores[control]["kid"] > floor["kid"] + 3 * scores[control]["kid_se"], control
         assert scores[control]["coverage"] < floor["coverage"], control
@@ -108,6 +111,59 @@ def test_controls_are_ordered_by_the_domain_metrics(images, encoder):
     assert scores["blurred"]["near_copy_share"] > 0.5  # blurred copies of training images
     # KID of the reference set with itself is ~0
     assert abs(scorer(images["reference"])["kid"]) < 0.05 * scores["noise"]["kid"]
+
+
+def toy_brains(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Heads with structure inside the outline: a disc, a bright rim and two dark "ventricles" of random width."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    out = []
+    for _ in range(n):
+        cy, cx = (size / 2 + torch.randn(2, generator=g)).tolist()
+        r = size * (0.38 + 0.04 * float(torch.rand((), generator=g)))
+        distance = (yy - cy) ** 2 + (xx - cx) ** 2
+        img = (distance <= r**2).float() * (0.6 + 0.2 * float(torch.rand((), generator=g)))
+        w = 1.5 + 2.5 * float(torch.rand((), generator=g))
+        for side in (-1, 1):
+            ventricle = (yy - cy) ** 2 / (3 * w) ** 2 + (xx - cx - 3 * side) ** 2 / w**2 <= 1
+            img = torch.where(ventricle, torch.full_like(img, 0.1), img)
+        img = torch.where((distance <= r**2) & (distance >= (r - 2) ** 2), torch.ones_like(img), img)
+        out.append(img[None])
+    return torch.stack(out)
+
+
+def test_phase_scramble_keeps_the_spectrum_and_layout_and_scrambles_the_structure():
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(6, 1, 8, 8, generator=g), size=(32, 32), mode="bilinear")
+    fine = torch.rand(6, 1, 32, 32, generator=g)
+    x = 0.5 + 0.15 * (smooth - 0.5) + 0.1 * (fine - 0.5)  # all foreground, no clamping
+    y = phase_scramble(x, cutoff=4, generator=torch.Generator().manual_seed(1))
+    spectrum_x, spectrum_y = torch.fft.rfft2(x), torch.fft.rfft2(y)
+    torch.testing.assert_close(spectrum_y.abs(), spectrum_x.abs(), atol=1e-3, rtol=1e-4)  # the power spectrum
+    torch.testing.assert_close(spectrum_y[..., :3, :3], spectrum_x[..., :3, :3], atol=1e-3, rtol=1e-4)  # layout
+    high = torch.fft.fftfreq(32)[:, None].abs() * 32 + torch.fft.rfftfreq(32)[None] * 32 > 8  # well above the cutoff
+    agreement = (spectrum_x[..., high] * spectrum_y[..., high].conj()).real.sum() / (
+        spectrum_x[..., high].abs().square().sum())
+    assert abs(float(agreement)) < 0.1  # the fine structure is new (1 for the image itself)
+    assert torch.equal(y, phase_scramble(x, cutoff=4, generator=torch.Generator().manual_seed(1)))
+    # the background stays as it was, the foreground in [0, 1]; 3D images too
+    disc = x.clone()
+    disc[..., :, :8] = 0.0
+    z = phase_scramble(disc, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(z[..., :, :8], disc[..., :, :8]) and 0.0 <= float(z.min()) and float(z.max()) <= 1.0
+    assert phase_scramble(torch.rand(2, 1, 12, 14, 10)).shape == (2, 1, 12, 14, 10)
+
+
+def test_phase_scrambled_toy_brains_rank_below_real_ones():
+    """With structure inside the outline, a space that sees it (an autoencoder's) ranks the phase-scrambled control
+    well below the unseen-real floor."""
+    x = toy_brains(440)
+    sets = control_sets(x[:200], x[200:320], 120, seed=0)
+    encoder = train_domain_encoder(x[:200], kind="autoencoder", feature_size=16, channels=(8, 16), epochs=3,
+                                   batch_size=32, seed=0)
+    scorer = SampleScorer(x[320:440], encoder=encoder, proxy=False)
+    floor, scrambled = scorer(sets["real_unseen"]), scorer(sets["phase_scrambled"])
+    assert scrambled["kid"] > floor["kid"] + 3 * scrambled["kid_se"] + 3 * floor["kid_se"]
 
 
 def test_cross_check_spaces_score_kid_in_each_space(images, encoder):
@@ -172,7 +228,7 @@ def test_evaluation_report_trains_the_domain_encoder_once_and_scores_the_control
                                 encoder_epochs=2)
     assert encoder_file.is_file() and load_domain_encoder(encoder_file).info["num_images"] == 200
     controls = metrics["controls"]
-    assert set(controls) == {"real_unseen", "real_train", "noise", "mean_image", "blurred"}
+    assert set(controls) == {"real_unseen", "real_train", "noise", "mean_image", "blurred", "phase_scrambled"}
     for control in ("noise", "mean_image", "blurred"):
         assert controls[control]["kid"] > controls["real_unseen"]["kid"], control
     # 120 held-out images are too few for the audit's thresholds (400): it says so instead of a share
