@@ -68,6 +68,26 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
         benchmark.main([*args, "--pair", "vae/default/epochs", "gan/default/epochs"])
     assert all(float(r["kid_classifier"]) > -1 and float(r["kid_autoencoder_se"]) > 0 for r in written)
     assert (out / "domain_encoder_classifier.pt").is_file() and (out / "domain_encoder_autoencoder.pt").is_file()
+    # the quick second look (benchmarks/controls_in_spaces.py) gives the run's own KIDs, controls and cells alike
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("controls_in_spaces", Path(__file__).resolve().parents[1] /
+                                                  "benchmarks" / "controls_in_spaces.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    second = {r["set"]: r for r in script.main(["--dataset", str(npz), "--num-samples", "60", "--output", str(out)])}
+    controls_rows = {r["model"]: r for r in _read(out / "controls.csv")}
+    for row in written:
+        again = second[f"tiny_{row['model']}_conv_2_0_default_uncond_epochs"]
+        for space in ("", "_classifier", "_autoencoder"):
+            assert again[f"kid_{'domain' if not space else space[1:]}"] == pytest.approx(float(row[f"kid{space}"]),
+                                                                                           rel=1e-4, abs=1e-6)
+    assert second["control:noise"]["kid_domain"] == pytest.approx(float(controls_rows["control:noise"]["kid"]),
+                                                                  rel=1e-4, abs=1e-6)
+    # 48 training images: the controls made of them are below KID's minimum, in both
+    assert second["control:phase_scrambled"]["kid_domain"] == controls_rows["control:phase_scrambled"]["kid"] == \
+        "n<min (48<50)"
+    assert (out / "controls_in_spaces.csv").is_file()
     assert sorted(p.name for p in data_dir.iterdir()) == ["tiny.npz"]  # nothing written next to the data
     assert not list(out.glob("cells/*/resume.pt"))  # recorded cells keep no resume checkpoint
     # a second call finds every cell done; another protocol adds its own cells
