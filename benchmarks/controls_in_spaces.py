@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cells = []
     for folder in [output, *map(Path, args.cells_from)]:
         for path in sorted(folder.glob("cells/*/samples.npz")):
-            cells.append(path.parent.name)
-            sets[path.parent.name] = torch.from_numpy(np.load(path)["images"][:num]).float()
+            if path.parent.name not in sets:  # a cell kept in two folders: the first one's samples
+                cells.append(path.parent.name)
+                sets[path.parent.name] = torch.from_numpy(np.load(path)["images"][:num]).float()
     encoders, names = load_run_encoders(output)
     scores: dict[str, dict[str, float]] = {name: {} for name in sets}
     for space, encoder in encoders.items():
