@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,25 @@ def test_image_checks_benchmark_times_the_check_without_and_with_kept_verdicts(c
     assert [r[0].strip() for r in slicing] == ["first run: reads every volume, writes the slices",
                                                "next run: nothing changed"]
     assert slicing[0][2] == slicing[1][2] and int(slicing[0][2]) > 0  # the same slices from the kept manifest
+
+
+def test_feature_space_study_scores_every_space_and_takes_its_margin_over_every_negative_control(tmp_path, capsys):
+    from monai_neurosql.benchmark import feature_space
+
+    npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(80, 70, 70))
+    summary = feature_space.main(["--dataset", str(npz), "--kinds", "autoencoder", "proxy", "--sizes", "60",
+                                  "--epochs", "1", "--feature-size", "8", "--threads", "1",
+                                  "--output", str(tmp_path / "out")])
+    assert [(r["space"], r["n"]) for r in summary] == [("autoencoder", 60), ("proxy", 60)]
+    with open(tmp_path / "out" / "feature_space.csv") as f:
+        rows = list(csv.DictReader(f))
+    sets = {r["set"] for r in rows}
+    assert {"real_unseen", "noise", "mean_image", "blurred", "phase_scrambled", "blur_1"} <= sets
+    for row in summary:  # the margin is the smallest over the four negative controls, named
+        z = {r["set"]: (float(r["kid"]) - float(floor["kid"])) / math.hypot(float(r["kid_se"]), float(floor["kid_se"]))
+             for floor in [next(r for r in rows if r["space"] == row["space"] and r["set"] == "real_unseen")]
+             for r in rows if r["space"] == row["space"] and r["set"] in ("noise", "mean_image", "blurred",
+                                                                         "phase_scrambled")}
+        assert row["hardest_control"] == min(z, key=z.get) and row["kid_z_min"] == pytest.approx(min(z.values()),
+                                                                                                 rel=1e-3)
+    assert "hardest_control" in (tmp_path / "out" / "feature_space.md").read_text()

@@ -9,7 +9,8 @@ For each domain encoder kind (classifier, autoencoder, contrastive; all trained 
 and for the paper's proxy features, the control sets (:func:`~monai_neurosql.metrics.control_sets`) and graded
 blurs of real training images are scored against the test split at each sample size: Frechet distance, KID +- SE,
 precision/recall/coverage. Margins: for KID the smallest ``(KID(control) - KID(floor)) / SE`` over the negative
-controls (a z-score: above ~3 the order is resolved), for the Frechet distance the smallest ratio
+controls (a z-score: above ~3 the order is resolved; ``hardest_control`` names the control of that smallest margin,
+often the phase-scrambled one), for the Frechet distance the smallest ratio
 ``FD(control) / FD(floor)``; ``blur_rank`` is the Spearman correlation between blur strength and KID
 (1 = every blur step is ranked worse than the previous). Writes ``feature_space.csv`` and ``feature_space.md``.
 """
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from ..metrics.controls import NEGATIVE_CONTROLS
 
 __all__ = ["main", "score_feature_spaces"]
 
@@ -85,17 +88,18 @@ def margins(rows: Sequence[dict]) -> list[dict]:
     for space, n in keys:
         sets = {r["set"]: r for r in rows if r["space"] == space and r["n"] == n}
         floor = sets["real_unseen"]
-        z, ratio = [], []
-        for control in ("noise", "mean_image", "blurred"):
+        z, ratio = {}, []
+        for control in NEGATIVE_CONTROLS["distribution"]:
             c = sets[control]
-            z.append((c["kid"] - floor["kid"]) / max(math.hypot(c["kid_se"], floor["kid_se"]), 1e-12))
+            z[control] = (c["kid"] - floor["kid"]) / max(math.hypot(c["kid_se"], floor["kid_se"]), 1e-12)
             ratio.append(c["fd"] / max(floor["fd"], 1e-12))
         graded = [floor["kid"]] + [sets[f"blur_{s:g}"]["kid"] for s in BLUR_STEPS] + [sets["blurred"]["kid"]]
         mild = sets["blur_1"]
         out.append({"space": space, "n": n, "kid_floor": floor["kid"], "kid_floor_se": floor["kid_se"],
-                    "kid_z_min": min(z), "fd_ratio_min": min(ratio), "blur_rank": _spearman(graded),
+                    "kid_z_min": min(z.values()), "hardest_control": min(z, key=z.get), "fd_ratio_min": min(ratio),
+                    "blur_rank": _spearman(graded),
                     "blur1_z": (mild["kid"] - floor["kid"]) / max(math.hypot(mild["kid_se"], floor["kid_se"]), 1e-12),
-                    "ordered": all(v > 0 for v in z) and all(v > 1 for v in ratio)})
+                    "ordered": all(v > 0 for v in z.values()) and all(v > 1 for v in ratio)})
     return out
 
 
@@ -142,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         writer.writerows(rows)
     text = (f"Data: {data['name']}, {len(data['train_images'])} training images, "
             f"{len(data['unseen_images'])} validation, {len(data['reference_images'])} test.\n\n"
-            + _table(summary, ["space", "n", "kid_floor", "kid_floor_se", "kid_z_min", "fd_ratio_min", "blur_rank",
-                               "blur1_z", "ordered"])
+            + _table(summary, ["space", "n", "kid_floor", "kid_floor_se", "kid_z_min", "hardest_control",
+                               "fd_ratio_min", "blur_rank", "blur1_z", "ordered"])
             + "\n\n" + _table(rows, columns) + "\n")
     (output / "feature_space.md").write_text(text)
     print(text)
