@@ -5,7 +5,7 @@ memorization audit is run (``python -m monai_neurosql.benchmark --rescore`` scor
 The controls are built as the run builds them (:func:`~monai_neurosql.metrics.control_sets`, seed 0, as many images
 as each cell scored), so the phase-scrambled control can be put beside runs scored before it existed. Every
 ``cells/*/samples.npz`` of ``--output`` (and of ``--cells-from`` folders run on the same data) is scored against
-the test split, and the order of the negative controls is checked per space (:func:`~monai_neurosql.metrics.
+the test split in the run's spaces and in any ``--encoders NAME=PATH`` given (e.g. deeper encoders trained apart), and the order of the negative controls is checked per space (:func:`~monai_neurosql.metrics.
 control_flags`). Prints a table and the flags; writes ``<output>/controls_in_spaces.csv``.
 
 Usage (with the run's own data arguments)::
@@ -36,6 +36,7 @@ from monai_neurosql.metrics import (
     control_sets,
     extract_features,
     kernel_distance,
+    load_domain_encoder,
 )
 
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     add_run_arguments(parser)
     parser.add_argument("--num-samples", type=int, default=2048, help="the run's --num-samples")
     parser.add_argument("--cells-from", nargs="*", default=[], help="more run folders of the same data")
+    parser.add_argument("--encoders", nargs="*", default=[], metavar="NAME=PATH",
+                        help="more feature spaces: domain encoders saved with save_domain_encoder (e.g. deeper ones)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -65,6 +68,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 cells.append(path.parent.name)
                 sets[path.parent.name] = torch.from_numpy(np.load(path)["images"][:num]).float()
     encoders, names = load_run_encoders(output)
+    for item in args.encoders:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--encoders takes NAME=PATH items, got {item!r}.")
+        encoders[name], names[name] = load_domain_encoder(path), name
     scores: dict[str, dict[str, float]] = {name: {} for name in sets}
     for space, encoder in encoders.items():
         real = extract_features(encoder, reference)

@@ -75,7 +75,8 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
                                                   "benchmarks" / "controls_in_spaces.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    second = {r["set"]: r for r in script.main(["--dataset", str(npz), "--num-samples", "60", "--output", str(out)])}
+    second = {r["set"]: r for r in script.main(["--dataset", str(npz), "--num-samples", "60", "--output", str(out),
+                                                 "--encoders", f"again={out / 'domain_encoder.pt'}"])}
     controls_rows = {r["model"]: r for r in _read(out / "controls.csv")}
     for row in written:
         again = second[f"tiny_{row['model']}_conv_2_0_default_uncond_epochs"]
@@ -87,7 +88,10 @@ def test_benchmark_runs_end_to_end_keeps_everything_under_output_and_resumes(tmp
     # 48 training images: the controls made of them are below KID's minimum, in both
     assert second["control:phase_scrambled"]["kid_domain"] == controls_rows["control:phase_scrambled"]["kid"] == \
         "n<min (48<50)"
+    assert all(r["kid_again"] == r["kid_domain"] for r in second.values())  # an extra space: the same encoder here
     assert (out / "controls_in_spaces.csv").is_file()
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        script.main(["--dataset", str(npz), "--num-samples", "60", "--output", str(out), "--encoders", "deeper"])
     assert sorted(p.name for p in data_dir.iterdir()) == ["tiny.npz"]  # nothing written next to the data
     assert not list(out.glob("cells/*/resume.pt"))  # recorded cells keep no resume checkpoint
     # a second call finds every cell done; another protocol adds its own cells

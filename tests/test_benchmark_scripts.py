@@ -112,14 +112,20 @@ def test_image_checks_benchmark_times_the_check_without_and_with_kept_verdicts(c
     assert slicing[0][2] == slicing[1][2] and int(slicing[0][2]) > 0  # the same slices from the kept manifest
 
 
-def test_feature_space_study_scores_every_space_and_takes_its_margin_over_every_negative_control(tmp_path, capsys):
+def test_feature_space_study_scores_every_space_and_takes_its_margin_over_every_negative_control(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    from monai_neurosql import metrics
     from monai_neurosql.benchmark import feature_space
 
+    trained = []
+    train = metrics.train_domain_encoder
+    monkeypatch.setattr(metrics, "train_domain_encoder", lambda *a, **k: trained.append(k) or train(*a, **k))
     npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(80, 70, 70))
     summary = feature_space.main(["--dataset", str(npz), "--kinds", "autoencoder", "proxy", "--sizes", "60",
-                                  "--epochs", "1", "--feature-size", "8", "--threads", "1",
+                                  "--epochs", "1", "--feature-size", "8", "--threads", "1", "--channels", "8", "8",
                                   "--output", str(tmp_path / "out")])
     assert [(r["space"], r["n"]) for r in summary] == [("autoencoder", 60), ("proxy", 60)]
+    assert [(k["kind"], k["channels"]) for k in trained] == [("autoencoder", (8, 8))]  # --channels reaches it
     with open(tmp_path / "out" / "feature_space.csv") as f:
         rows = list(csv.DictReader(f))
     sets = {r["set"] for r in rows}

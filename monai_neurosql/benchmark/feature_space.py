@@ -40,8 +40,10 @@ def _spearman(values: Sequence[float]) -> float:
 
 
 def score_feature_spaces(data: dict, kinds: Sequence[str], sizes: Sequence[int], seed: int = 0,
-                         epochs: int = 15, feature_size: int = 64) -> list[dict]:
-    """One row per (feature space, sample size, set) with FD, KID, SE, precision, recall, coverage."""
+                         epochs: int = 15, feature_size: int = 64,
+                         channels: Sequence[int] | None = None) -> list[dict]:
+    """One row per (feature space, sample size, set) with FD, KID, SE, precision, recall, coverage; ``channels``:
+    the encoders' stage widths (default :func:`~monai_neurosql.metrics.train_domain_encoder`'s three stages)."""
     from ..metrics import (
         ProxyFeatureNet,
         blur,
@@ -61,8 +63,9 @@ def score_feature_spaces(data: dict, kinds: Sequence[str], sizes: Sequence[int],
         if kind == "proxy":
             nets[kind] = ProxyFeatureNet(train.ndim - 2, train.shape[1], seed=0)
         else:
+            extra = {"channels": tuple(channels)} if channels else {}
             nets[kind] = train_domain_encoder(train, labels, kind=kind, epochs=epochs, feature_size=feature_size,
-                                              seed=seed)
+                                              seed=seed, **extra)
     rows = []
     for size in sizes:
         n = min(size, len(reference), len(unseen), len(train))
@@ -126,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 256, 1024])
     parser.add_argument("--epochs", type=int, default=15, help="domain encoder training epochs")
     parser.add_argument("--feature-size", type=int, default=64)
+    parser.add_argument("--channels", nargs="+", type=int, default=None,
+                        help="the encoders' stage widths, one stride-2 stage each (default 32 64 128); e.g. 32 64 128 "
+                             "128 128 at 128 px, so that the last map is 4 x 4")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", default="runs/feature_space")
@@ -137,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     data = load_benchmark_data(args.dataset, args.image_size, args.max_train, output, csv_path=args.csv_path,
                                demo_scale=args.demo_scale)
     rows = score_feature_spaces(data, args.kinds, args.sizes, seed=args.seed, epochs=args.epochs,
-                                feature_size=args.feature_size)
+                                feature_size=args.feature_size, channels=args.channels)
     summary = margins(rows)
     columns = ["space", "n", "set", "fd", "kid", "kid_se", "precision", "recall", "coverage"]
     with open(output / "feature_space.csv", "w", newline="") as f:
