@@ -5,8 +5,9 @@ memorization audit is run (``python -m monai_neurosql.benchmark --rescore`` scor
 The controls are built as the run builds them (:func:`~monai_neurosql.metrics.control_sets`, seed 0, as many images
 as each cell scored), so the phase-scrambled control can be put beside runs scored before it existed. Every
 ``cells/*/samples.npz`` of ``--output`` (and of ``--cells-from`` folders run on the same data) is scored against
-the test split in the run's spaces and in any ``--encoders NAME=PATH`` given (e.g. deeper encoders trained apart), and the order of the negative controls is checked per space (:func:`~monai_neurosql.metrics.
-control_flags`). Prints a table and the flags; writes ``<output>/controls_in_spaces.csv``.
+the test split in the run's spaces and in any ``--encoders NAME=PATH`` given (e.g. deeper encoders trained apart),
+and the order of the negative controls is checked per space (:func:`~monai_neurosql.metrics.control_flags`).
+Prints a table and the flags; writes ``<output>/controls_in_spaces.csv``.
 
 Usage (with the run's own data arguments)::
 
@@ -17,7 +18,6 @@ Usage (with the run's own data arguments)::
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from monai_neurosql.metrics import (
     kernel_distance,
     load_domain_encoder,
 )
+from monai_neurosql.utils import write_csv
 
 
 def _value(row: dict, space: str) -> str:
@@ -87,10 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = {name.removeprefix("control:"): values for name, values in scores.items()}
     flags = control_flags(results, {f"kid_{space}": ("distribution", False) for space in encoders}, cells)
     rows = [{"set": name, **values} for name, values in scores.items()]
-    with open(output / "controls_in_spaces.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(output / "controls_in_spaces.csv", rows, list(rows[0]))
     print(f"# KID of the controls and the saved samples in each feature space ({output})\n")
     print("\n".join(machine_lines(args.threads)) + "\n")
     print(f"{num} images per set against {num} test images; KID ± SE (x 1000, as in the benchmark's tables).\n")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import pickle
 import zipfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DAMAGED_FILE_ERRORS", "atomic_write", "read_cache", "read_csv", "write_cache", "write_csv"]
+__all__ = ["DAMAGED_FILE_ERRORS", "atomic_write", "read_cache", "read_csv", "read_kept_files", "write_cache", "write_csv",
+           "write_kept_files"]
 
 #: what ``torch.load`` raises on a truncated or corrupted file (a write cut by a kill, a damaged disk)
 DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
@@ -91,3 +93,27 @@ def write_cache(path: str | os.PathLike, value: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as partial:
         torch.save(value, partial)
+
+
+def read_kept_files(path: str | os.PathLike | None, settings: Mapping[str, Any], log: logging.Logger,
+                    again: str) -> dict[str, list]:
+    """``{file: entry}`` that :func:`write_kept_files` left in the JSON file ``path`` with the same ``settings`` (the
+    top-level keys besides ``"files"``), or ``{}``: no file, other settings, or a damaged file (warned as
+    ``"<path> cannot be used (<why>); <again>"``)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        kept = json.loads(Path(path).read_text())
+        if all(kept.get(key) == value for key, value in settings.items()) and isinstance(kept.get("files"), dict):
+            return kept["files"]
+    except (OSError, ValueError, AttributeError) as err:
+        log.warning(f"{path} cannot be used ({type(err).__name__}: {err}); {again}")
+    return {}
+
+
+def write_kept_files(path: str | os.PathLike, settings: Mapping[str, Any], files: Mapping[str, list]) -> None:
+    """Write ``{**settings, "files": files}`` as JSON to ``path`` (its folder made) through :func:`atomic_write`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps({**settings, "files": dict(files)}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from ..utils import atomic_write
+from ..utils import read_kept_files, write_kept_files
 
 __all__ = ["check_image_files", "read_image_file"]
 
@@ -81,22 +80,8 @@ def file_stamp(path: str | os.PathLike) -> list[int] | None:
     return stamp
 
 
-def _read_verdicts(cache_file: str | os.PathLike | None, lower: float, upper: float) -> dict[str, list]:
-    """``{path: [*file_stamp(path), status, detail]}`` kept by :func:`_write_verdicts` for these percentiles, or ``{}``
-    (no file, a damaged one, other percentiles)."""
-    if cache_file is None or not Path(cache_file).is_file():
-        return {}
-    try:
-        kept = json.loads(Path(cache_file).read_text())
-        if kept.get("percentiles") == [lower, upper] and isinstance(kept.get("files"), dict):
-            return kept["files"]
-    except (OSError, ValueError, AttributeError) as err:
-        logger.warning(f"{cache_file} cannot be used ({type(err).__name__}: {err}); decoding every file again")
-    return {}
-
-
-def _write_verdicts(cache_file: str | os.PathLike, lower: float, upper: float, known: dict[str, list],
-                    paths: Sequence[str], stamps: Sequence[list[int] | None], results: Sequence) -> None:
+def _write_verdicts(cache_file: str | os.PathLike, settings: dict, known: dict[str, list], paths: Sequence[str],
+                    stamps: Sequence[list[int] | None], results: Sequence) -> None:
     """Keep the usable and blank verdicts (never an unreadable one: a fixed file must be read again)."""
     files = dict(known)
     for path, stamp, (status, detail) in zip(paths, stamps, results):
@@ -104,10 +89,7 @@ def _write_verdicts(cache_file: str | os.PathLike, lower: float, upper: float, k
             files[path] = [*stamp, status, detail]
         else:
             files.pop(path, None)
-    out = Path(cache_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
-        tmp.write_text(json.dumps({"percentiles": [lower, upper], "files": files}))
+    write_kept_files(cache_file, settings, files)
 
 
 def _listing(items: Sequence[tuple[str, str]]) -> str:
@@ -157,7 +139,8 @@ def check_image_files(
         return records
     paths = [str(r[image_key]) for r in records]
     stamps = [file_stamp(p) for p in paths]
-    known = _read_verdicts(cache_file, lower, upper)
+    settings = {"percentiles": [lower, upper]}  # ``{path: [*file_stamp(path), status, detail]}`` kept under them
+    known = read_kept_files(cache_file, settings, logger, "decoding every file again")
     results: list[tuple[str, str] | None] = [None] * len(paths)
     for i, (path, stamp) in enumerate(zip(paths, stamps)):
         entry = known.get(path)
@@ -172,7 +155,7 @@ def check_image_files(
         logger.info(f"checked {len(paths)} image files: {len(paths) - len(todo)} unchanged since the check kept in "
                     f"{cache_file}, {len(todo)} decoded")
         if todo:
-            _write_verdicts(cache_file, lower, upper, known, paths, stamps, results)
+            _write_verdicts(cache_file, settings, known, paths, stamps, results)
     bad = [(p, detail) for p, (status, detail) in zip(paths, results) if status in ("unreadable", "non-finite")]
     if bad:
         raise ValueError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import re
@@ -13,7 +12,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..utils import atomic_write
+from ..utils import atomic_write, read_kept_files, write_kept_files
+from .checks import file_stamp
 
 __all__ = [
     "OASIS_CLASSES",
@@ -238,13 +238,11 @@ def slice_volume_records(
     Returns:
         Slice records (``image`` = slice file, ``slice`` = axial index, plus the volume's label/subject/session).
     """
-    from .checks import file_stamp
-
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "slices.json"
-    settings = [list(axial_range), min_foreground, step]
-    kept = _read_manifest(manifest_path, settings)
+    settings = {"settings": [list(axial_range), min_foreground, step]}  # ``{volume: [file_stamp, [axial indices]]}``
+    kept = read_kept_files(manifest_path, settings, logger, "reading every volume again")
     volumes, changed, slices = {}, False, []
     for record in records:
         source = str(record["image"])
@@ -261,24 +259,10 @@ def slice_volume_records(
         slices += [{**{k: v for k, v in record.items() if k != "record_index"}, "image": str(out / f"{name}{z:03d}.nii.gz"),
                     "slice": z} for z in planes]
     if changed:
-        with atomic_write(manifest_path) as tmp:
-            tmp.write_text(json.dumps({"settings": settings, "volumes": {**kept, **volumes}}))
+        write_kept_files(manifest_path, settings, {**kept, **volumes})
     for i, record in enumerate(slices):
         record["record_index"] = i
     return slices
-
-
-def _read_manifest(path: Path, settings: list) -> dict[str, list]:
-    """``{volume: [file_stamp, [axial indices]]}`` of :func:`slice_volume_records` for ``settings``, or ``{}``."""
-    if not path.is_file():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-        if manifest.get("settings") == settings and isinstance(manifest.get("volumes"), dict):
-            return manifest["volumes"]
-    except (OSError, ValueError, AttributeError) as err:
-        logger.warning(f"{path} cannot be used ({type(err).__name__}: {err}); reading every volume again")
-    return {}
 
 
 def _cut_slices(record: dict, prefix: Path, axial_range: tuple[float, float], min_foreground: float,
