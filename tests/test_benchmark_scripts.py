@@ -123,9 +123,10 @@ def test_feature_space_study_scores_every_space_and_takes_its_margin_over_every_
     npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(80, 70, 70))
     summary = feature_space.main(["--dataset", str(npz), "--kinds", "autoencoder", "proxy", "--sizes", "60",
                                   "--epochs", "1", "--feature-size", "8", "--threads", "1", "--channels", "8", "8",
-                                  "--output", str(tmp_path / "out")])
+                                  "--input-size", "8", "--output", str(tmp_path / "out")])
     assert [(r["space"], r["n"]) for r in summary] == [("autoencoder", 60), ("proxy", 60)]
-    assert [(k["kind"], k["channels"]) for k in trained] == [("autoencoder", (8, 8))]  # --channels reaches it
+    # --channels and --input-size reach the encoder
+    assert [(k["kind"], k["channels"], k["input_size"]) for k in trained] == [("autoencoder", (8, 8), 8)]
     with open(tmp_path / "out" / "feature_space.csv") as f:
         rows = list(csv.DictReader(f))
     sets = {r["set"] for r in rows}
@@ -138,3 +139,34 @@ def test_feature_space_study_scores_every_space_and_takes_its_margin_over_every_
         assert row["hardest_control"] == min(z, key=z.get) and row["kid_z_min"] == pytest.approx(min(z.values()),
                                                                                                  rel=1e-3)
     assert "hardest_control" in (tmp_path / "out" / "feature_space.md").read_text()
+    assert "blurred_mild" in sets and all("structure_z" in r and "trusted" in r for r in summary)
+    assert "Chosen space:" in (tmp_path / "out" / "feature_space.md").read_text()
+    saved = metrics.load_domain_encoder(tmp_path / "out" / "encoder_autoencoder.pt")  # kept for reuse
+    assert saved.info["kind"] == "autoencoder" and saved.input_size == 8
+    assert not (tmp_path / "out" / "encoder_proxy.pt").exists()
+
+
+def _space_rows(space, n, kid):
+    """Hand-made study rows of one space: ``kid`` maps set names to KID (SE 1 each)."""
+    return [{"space": space, "n": n, "set": name, "kid": value, "kid_se": 1.0, "fd": 1.0 + value}
+            for name, value in kid.items()]
+
+
+def test_feature_space_margins_trust_a_space_only_when_it_ranks_anatomy_above_texture():
+    from monai_neurosql.benchmark import feature_space
+
+    base = {"real_unseen": 0.0, "noise": 50.0, "mean_image": 40.0, "blurred": 60.0, "blur_0.5": 1.0, "blur_1": 2.0,
+            "blur_2": 3.0}
+    texture_biased = _space_rows("a", 100, {**base, "phase_scrambled": 10.0, "blurred_mild": 30.0})
+    shape_biased = _space_rows("b", 100, {**base, "phase_scrambled": 30.0, "blurred_mild": 10.0})
+    wider = _space_rows("c", 100, {**base, "phase_scrambled": 45.0, "blurred_mild": 5.0})
+    small_n = _space_rows("c", 10, {**base, "phase_scrambled": 45.0, "blurred_mild": 5.0, "noise": 1.0})
+    summary = {(r["space"], r["n"]): r for r in feature_space.margins(texture_biased + shape_biased + wider + small_n)}
+    a, b, c = summary["a", 100], summary["b", 100], summary["c", 100]
+    # every negative control is resolved in all three, but only b and c rank the blurred anatomy above the texture
+    assert a["ordered"] and a["kid_z_min"] > 3 and a["blur_rank"] == pytest.approx(1.0)
+    assert a["structure_z"] == pytest.approx((10.0 - 30.0) / math.sqrt(2)) and not a["trusted"]
+    assert b["trusted"] and c["trusted"]
+    assert not summary["c", 10]["trusted"]  # noise unresolved there
+    assert feature_space.choose_space(list(summary.values())) is c  # the widest margin at the largest n
+    assert feature_space.choose_space([a]) is None

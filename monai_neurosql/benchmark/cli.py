@@ -17,9 +17,10 @@ Steps, each resumable (an interrupted sweep redoes nothing finished, and a cell 
 its ``resume.pt``, written about every ``--resume-every`` seconds, to the same result):
 
 1. ``domain_encoder.pt``: the domain feature encoder, trained once on the real training split only
-   (``--encoder-kind``), shared by every model and control; ``domain_encoder_<kind>.pt`` for each
-   ``--cross-spaces`` kind (default: classifier and autoencoder), in which KID is scored as a second opinion
-   (``kid_<kind>``): encoders trained for different tasks weigh blur and artefacts differently.
+   (``--encoder-kind``; ``auto``: an autoencoder on the images resized to 32 px above 32 px, contrastive at 28-32 px
+   and in 3D), shared by every model and control; ``domain_encoder_<kind>.pt`` for each ``--cross-spaces`` kind
+   (default: classifier, autoencoder and contrastive, at the images' full size), in which KID is scored as a second
+   opinion (``kid_<kind>``): encoders trained for different tasks weigh blur and artefacts differently.
 2. ``controls.csv``: the control sets (unseen real images, copies of training images, Gaussian noise, the mean
    training image, blurred training images, phase-scrambled training images) scored like a model.
 3. ``vae_beta_selection.json``: with several ``--vae-betas``, the VAE's KL weight chosen by validation KID (the grid
@@ -132,13 +133,15 @@ def _cell(data: dict, cell: dict, settings: dict) -> dict:
 
 
 def _cross_spaces(kinds: Sequence[str], encoder_path: Path, data: dict) -> list[str]:
-    """The cross-check kinds that apply: not the domain encoder's own kind, ``classifier`` only with 2+ classes."""
+    """The cross-check kinds that apply: not the domain encoder's own space (its kind at full size; an encoder that
+    sees resized images is another space), ``classifier`` only with 2+ classes."""
     from ..metrics import DOMAIN_ENCODER_KINDS, load_domain_encoder
 
     unknown = set(kinds) - set(DOMAIN_ENCODER_KINDS)
     if unknown:
         raise ValueError(f"unknown --cross-spaces {sorted(unknown)}; known: {DOMAIN_ENCODER_KINDS}.")
-    headline = load_domain_encoder(encoder_path).info.get("kind")
+    encoder = load_domain_encoder(encoder_path)
+    headline = encoder.info.get("kind") if encoder.input_size is None else None
     classes = int(torch.as_tensor(data["train_labels"]).unique().numel())
     return [k for k in dict.fromkeys(kinds) if k != headline and (k != "classifier" or classes >= 2)]
 
@@ -268,12 +271,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="KL weights tried on the validation split (one value: no selection)")
     add("--ddpm-timesteps", type=int, default=1000)
     add("--ddpm-sampling-steps", type=int, default=100)
-    add("--encoder-kind", default="auto", help="domain encoder: auto, classifier, autoencoder, contrastive")
+    add("--encoder-kind", default="auto",
+        help="domain encoder: auto (by image size, metrics.auto_encoder_settings), classifier, autoencoder, "
+             "contrastive")
     add("--encoder-epochs", type=int, default=15)
     add("--domain-encoder", default=None, help="an existing domain_encoder.pt to reuse instead of training one")
-    add("--cross-spaces", nargs="*", default=["classifier", "autoencoder"],
-        help="other encoder kinds, trained on the same images, in which KID is scored as a second opinion "
-             "(a kind equal to the domain encoder's is skipped; 'classifier' needs 2+ classes); none: no cross-check")
+    add("--cross-spaces", nargs="*", default=["classifier", "autoencoder", "contrastive"],
+        help="other encoder kinds, trained on the same images at their full size, in which KID is scored as a second "
+             "opinion (the domain encoder's own space is skipped; 'classifier' needs 2+ classes); none: no "
+             "cross-check")
     add("--fid-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (else the torch hub cache)")
     add("--imagenet-inception-weights", default=None, help="torchvision inception_v3_google-0cc3c7bd.pth")
     add("--radimagenet-weights", default=None, help="RadImageNet-ResNet50_notop.pth")
@@ -476,7 +482,9 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
         "(Adam betas (0.5, 0.999), N(0, 0.02) init, no clipping; 'hinge' = hinge loss + spectral norm); DDPM Adam, "
         f"T = {args.ddpm_timesteps}, {args.ddpm_sampling_steps} sampling steps (variant 'ema', its default: sampled "
         f"from the weights' moving average, decay {DDPM_EMA_DECAY} with warm-up; 'default': its raw weights)."),
-        (f"Domain features: {info.get('kind')} encoder, {info.get('epochs')} epochs on {info.get('num_images')} real "
+        (f"Domain features: {info.get('kind')} encoder"
+         + (f" on the images resized to {encoders['domain'].input_size} px" if encoders["domain"].input_size else "")
+         + f", {info.get('epochs')} epochs on {info.get('num_images')} real "
         f"training images ({settings['encoder_path']}). Minimum counts: {MIN_SAMPLES} (domain-FID: 4 x feature size)."),
         "",
         summarize(rows, controls),

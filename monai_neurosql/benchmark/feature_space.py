@@ -12,7 +12,17 @@ precision/recall/coverage. Margins: for KID the smallest ``(KID(control) - KID(f
 controls (a z-score: above ~3 the order is resolved; ``hardest_control`` names the control of that smallest margin,
 often the phase-scrambled one), for the Frechet distance the smallest ratio
 ``FD(control) / FD(floor)``; ``blur_rank`` is the Spearman correlation between blur strength and KID
-(1 = every blur step is ranked worse than the previous). Writes ``feature_space.csv`` and ``feature_space.md``.
+(1 = every blur step is ranked worse than the previous). The trained encoders are saved as
+``encoder_<kind>.pt`` beside the tables.
+
+Structure before texture: ``structure_z = (KID(phase_scrambled) - KID(blurred_mild)) / SE``, where ``blurred_mild``
+is the real training images blurred with a sigma of 1/32 of the image side (2 px at 64 x 64, 4 px at 128 x 128: the
+anatomy kept, the fine detail gone) and ``phase_scrambled`` keeps the fine detail's statistics but not the anatomy.
+A space users can trust ranks the anatomy closer to real (``structure_z > 3``); texture-biased features do the
+opposite. ``trusted``: every negative control resolved (``kid_z_min > 3``), ``structure_z > 3`` and
+``blur_rank == 1``; the criteria use only real images and their controls, never a model's samples, so the space is
+chosen before any model is looked at. Writes ``feature_space.csv`` and ``feature_space.md`` (with the trusted space
+of the widest margin at the largest sample size, if any).
 """
 
 from __future__ import annotations
@@ -28,9 +38,13 @@ import torch
 
 from ..metrics.controls import NEGATIVE_CONTROLS
 
-__all__ = ["main", "score_feature_spaces"]
+__all__ = ["choose_space", "main", "margins", "score_feature_spaces"]
 
 BLUR_STEPS = (0.5, 1.0, 2.0)
+#: ``blurred_mild``'s sigma as a fraction of the smallest image side (see the module doc).
+MILD_BLUR_FRACTION = 1.0 / 32.0
+#: The z-score above which an order counts as resolved.
+RESOLVED_Z = 3.0
 
 
 def _spearman(values: Sequence[float]) -> float:
@@ -41,9 +55,13 @@ def _spearman(values: Sequence[float]) -> float:
 
 def score_feature_spaces(data: dict, kinds: Sequence[str], sizes: Sequence[int], seed: int = 0,
                          epochs: int = 15, feature_size: int = 64,
-                         channels: Sequence[int] | None = None) -> list[dict]:
+                         channels: Sequence[int] | None = None, input_size: int | None = None,
+                         save_dir: str | Path | None = None) -> list[dict]:
     """One row per (feature space, sample size, set) with FD, KID, SE, precision, recall, coverage; ``channels``:
-    the encoders' stage widths (default :func:`~monai_neurosql.metrics.train_domain_encoder`'s three stages)."""
+    the encoders' stage widths (default :func:`~monai_neurosql.metrics.train_domain_encoder`'s three stages);
+    ``input_size``: the encoders see the images resized to that side (the proxy features the images as they are);
+    ``save_dir``: each trained encoder is saved there as ``encoder_<kind>.pt`` (reusable by the benchmark's
+    ``--domain-encoder`` and by ``benchmarks/controls_in_spaces.py --encoders``)."""
     from ..metrics import (
         ProxyFeatureNet,
         blur,
@@ -53,6 +71,7 @@ def score_feature_spaces(data: dict, kinds: Sequence[str], sizes: Sequence[int],
         frechet_distance,
         kernel_distance,
         precision_recall,
+        save_domain_encoder,
         train_domain_encoder,
     )
 
@@ -64,13 +83,17 @@ def score_feature_spaces(data: dict, kinds: Sequence[str], sizes: Sequence[int],
             nets[kind] = ProxyFeatureNet(train.ndim - 2, train.shape[1], seed=0)
         else:
             extra = {"channels": tuple(channels)} if channels else {}
+            extra.update({"input_size": input_size} if input_size else {})
             nets[kind] = train_domain_encoder(train, labels, kind=kind, epochs=epochs, feature_size=feature_size,
                                               seed=seed, **extra)
+            if save_dir is not None:
+                save_domain_encoder(nets[kind], Path(save_dir) / f"encoder_{kind}.pt")
     rows = []
     for size in sizes:
         n = min(size, len(reference), len(unseen), len(train))
         sets = control_sets(train, unseen, n, seed=seed)
         sets.update({f"blur_{s:g}": blur(sets["real_train"], s) for s in BLUR_STEPS})
+        sets["blurred_mild"] = blur(sets["real_train"], min(train.shape[2:]) * MILD_BLUR_FRACTION)
         for kind, net in nets.items():
             ref = extract_features(net, reference[:n])
             for name, images in sets.items():
@@ -94,16 +117,34 @@ def margins(rows: Sequence[dict]) -> list[dict]:
         z, ratio = {}, []
         for control in NEGATIVE_CONTROLS["distribution"]:
             c = sets[control]
-            z[control] = (c["kid"] - floor["kid"]) / max(math.hypot(c["kid_se"], floor["kid_se"]), 1e-12)
+            z[control] = _z(c, floor)
             ratio.append(c["fd"] / max(floor["fd"], 1e-12))
         graded = [floor["kid"]] + [sets[f"blur_{s:g}"]["kid"] for s in BLUR_STEPS] + [sets["blurred"]["kid"]]
-        mild = sets["blur_1"]
-        out.append({"space": space, "n": n, "kid_floor": floor["kid"], "kid_floor_se": floor["kid_se"],
-                    "kid_z_min": min(z.values()), "hardest_control": min(z, key=z.get), "fd_ratio_min": min(ratio),
-                    "blur_rank": _spearman(graded),
-                    "blur1_z": (mild["kid"] - floor["kid"]) / max(math.hypot(mild["kid_se"], floor["kid_se"]), 1e-12),
-                    "ordered": all(v > 0 for v in z.values()) and all(v > 1 for v in ratio)})
+        row = {"space": space, "n": n, "kid_floor": floor["kid"], "kid_floor_se": floor["kid_se"],
+               "kid_z_min": min(z.values()), "hardest_control": min(z, key=z.get), "fd_ratio_min": min(ratio),
+               "blur_rank": _spearman(graded), "blur1_z": _z(sets["blur_1"], floor),
+               "ordered": all(v > 0 for v in z.values()) and all(v > 1 for v in ratio)}
+        if "blurred_mild" in sets:
+            row["structure_z"] = _z(sets["phase_scrambled"], sets["blurred_mild"])
+            row["trusted"] = (row["ordered"] and row["kid_z_min"] > RESOLVED_Z and row["structure_z"] > RESOLVED_Z
+                              and row["blur_rank"] > 1.0 - 1e-9)
+        out.append(row)
     return out
+
+
+def _z(worse: dict, better: dict) -> float:
+    """``(KID(worse) - KID(better)) / SE`` of the difference (the two SEs in quadrature)."""
+    return (worse["kid"] - better["kid"]) / max(math.hypot(worse["kid_se"], better["kid_se"]), 1e-12)
+
+
+def choose_space(summary: Sequence[dict]) -> dict | None:
+    """The trusted row of the widest margin, ``min(kid_z_min, structure_z)``, at the largest sample size; None when
+    no space is trusted there."""
+    if not summary:
+        return None
+    n = max(r["n"] for r in summary)
+    trusted = [r for r in summary if r["n"] == n and r.get("trusted")]
+    return max(trusted, key=lambda r: min(r["kid_z_min"], r["structure_z"]), default=None)
 
 
 def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -113,6 +154,17 @@ def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _choice_line(summary: Sequence[dict], channels: Sequence[int] | None, input_size: int | None = None) -> str:
+    chosen = choose_space(summary)
+    if chosen is None:
+        return ("Chosen space: none. No space is trusted at the largest sample size (every negative control resolved, "
+                "structure before texture, blur ranked); no KID of these encoders should decide between models here.")
+    depth = f", stage widths {' '.join(map(str, channels))}" if channels else ""
+    depth += f", images resized to {input_size} px" if input_size and chosen["space"] != "proxy" else ""
+    return (f"Chosen space: {chosen['space']}{depth} (trusted at n = {chosen['n']}, margin "
+            f"{min(chosen['kid_z_min'], chosen['structure_z']):.1f} SE).")
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
@@ -132,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--channels", nargs="+", type=int, default=None,
                         help="the encoders' stage widths, one stride-2 stage each (default 32 64 128); e.g. 32 64 128 "
                              "128 128 at 128 px, so that the last map is 4 x 4")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="the encoders see the images resized to this side (e.g. 32 at 64-128 px: features of "
+                             "the anatomy at that scale rather than of the finest texture)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", default="runs/feature_space")
@@ -143,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     data = load_benchmark_data(args.dataset, args.image_size, args.max_train, output, csv_path=args.csv_path,
                                demo_scale=args.demo_scale)
     rows = score_feature_spaces(data, args.kinds, args.sizes, seed=args.seed, epochs=args.epochs,
-                                feature_size=args.feature_size, channels=args.channels)
+                                feature_size=args.feature_size, channels=args.channels, input_size=args.input_size,
+                                save_dir=output)
     summary = margins(rows)
     columns = ["space", "n", "set", "fd", "kid", "kid_se", "precision", "recall", "coverage"]
     with open(output / "feature_space.csv", "w", newline="") as f:
@@ -153,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     text = (f"Data: {data['name']}, {len(data['train_images'])} training images, "
             f"{len(data['unseen_images'])} validation, {len(data['reference_images'])} test.\n\n"
             + _table(summary, ["space", "n", "kid_floor", "kid_floor_se", "kid_z_min", "hardest_control",
-                               "fd_ratio_min", "blur_rank", "blur1_z", "ordered"])
-            + "\n\n" + _table(rows, columns) + "\n")
+                               "fd_ratio_min", "blur_rank", "blur1_z", "structure_z", "ordered", "trusted"])
+            + "\n\n" + _choice_line(summary, args.channels, args.input_size) + "\n\n" + _table(rows, columns) + "\n")
     (output / "feature_space.md").write_text(text)
     print(text)
     return summary

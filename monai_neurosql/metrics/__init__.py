@@ -3,8 +3,10 @@ from __future__ import annotations
 from .classifier import classification_scores, downstream_classifier, train_classifier
 from .controls import CONTROLS, NEGATIVE_CONTROLS, blur, control_flags, control_sets, phase_scramble
 from .domain_features import (
+    AUTO_INPUT_SIZE,
     DOMAIN_ENCODER_KINDS,
     DomainEncoder,
+    auto_encoder_settings,
     load_domain_encoder,
     save_domain_encoder,
     train_domain_encoder,
@@ -31,6 +33,7 @@ from .scores import METRIC_SPECS, SampleScorer
 from .ssim_metrics import ms_ssim_diversity, ms_ssim_settings, paired_ssim, random_pairs, reconstruction_ssim
 
 __all__ = [
+    "AUTO_INPUT_SIZE",
     "CONTROLS",
     "DOMAIN_ENCODER_KINDS",
     "FID_INCEPTION_WEIGHTS",
@@ -51,6 +54,7 @@ __all__ = [
     "RadImageNetResNet50Features",
     "SampleScorer",
     "audit_minimum",
+    "auto_encoder_settings",
     "below_minimum",
     "blur",
     "classification_scores",

@@ -29,8 +29,10 @@ from ..generate import training_layout
 from ..utils import atomic_write
 
 __all__ = [
+    "AUTO_INPUT_SIZE",
     "DOMAIN_ENCODER_KINDS",
     "DomainEncoder",
+    "auto_encoder_settings",
     "load_domain_encoder",
     "save_domain_encoder",
     "train_domain_encoder",
@@ -40,6 +42,32 @@ logger = logging.getLogger(__name__)
 
 #: How the domain encoder can be trained: on labels, by reconstruction, or by contrast between augmented views.
 DOMAIN_ENCODER_KINDS = ("classifier", "autoencoder", "contrastive")
+
+#: ``kind="auto"`` on 2D images whose smaller side exceeds this: an autoencoder that sees them resized to this side
+#: (see :func:`auto_encoder_settings`).
+AUTO_INPUT_SIZE = 32
+
+
+def auto_encoder_settings(image_shape: Sequence[int]) -> dict[str, Any]:
+    """The measured best domain encoder for images of ``image_shape`` (``N x C x [SPATIAL]`` or the spatial shape
+    alone): ``{"kind": ..., "input_size": ...}``.
+
+    - 2D images larger than :data:`AUTO_INPUT_SIZE` (e.g. 64 and 128 px): ``"autoencoder"`` on the images resized to
+      32 px. Chosen on the demo brains at 64 and 128 px by the feature-space study before any model was scored: of
+      the spaces tried (classifier, autoencoder and contrastive encoders at full size, deeper, and on images resized
+      to 32 and 16 px; the paper's proxy features) the only one at both sizes in which every negative control is
+      resolved from the real floor and phase-scrambled real images (real texture, no anatomy) rank below mildly
+      blurred real ones (anatomy, no fine texture) (``python -m monai_neurosql.benchmark.feature_space``,
+      docs/benchmarks.md). Full-size encoders trained on a thousand images describe texture: they ranked
+      anatomy-free texture above NeuroSQL's brains.
+    - Otherwise (28 px, MedMNIST size, and 3D): ``"contrastive"``, labels or not: it ordered the controls with the
+      widest margins on Fashion-MNIST and the demo brains at 28 px (KID z-scores of the negative controls over the
+      unseen-real floor 58 vs 34-38 at 2000 Fashion-MNIST images).
+    """
+    spatial = tuple(image_shape[2:]) if len(image_shape) > 3 else tuple(image_shape)
+    if len(spatial) == 2 and min(spatial) > AUTO_INPUT_SIZE:
+        return {"kind": "autoencoder", "input_size": AUTO_INPUT_SIZE}
+    return {"kind": "contrastive", "input_size": None}
 
 
 class DomainEncoder(nn.Module):
@@ -54,6 +82,9 @@ class DomainEncoder(nn.Module):
         in_channels: image channels.
         feature_size: feature dimension. Default 64.
         channels: widths of the stride-2 stages. Default ``(32, 64, 128)``.
+        input_size: if given, images are first resized to this side (area averaging: an anti-aliased
+            downsampling), so the features describe the images at that scale: the layout and the anatomy rather
+            than the finest texture. Default None (the images' own size).
 
     Example::
 
@@ -62,14 +93,20 @@ class DomainEncoder(nn.Module):
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, feature_size: int = 64,
-                 channels: Sequence[int] = (32, 64, 128)) -> None:
+                 channels: Sequence[int] = (32, 64, 128), input_size: int | None = None) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
         if feature_size < 2 or not channels:
             raise ValueError(f"feature_size must be >= 2 and channels non-empty, got {feature_size}, {channels}.")
+        if input_size is not None and input_size < 2 ** len(channels):
+            raise ValueError(f"input_size {input_size} is smaller than the {len(channels)} stride-2 stages need "
+                             f"({2 ** len(channels)}); use fewer channels or a larger input_size.")
         self.config = {"spatial_dims": int(spatial_dims), "in_channels": int(in_channels),
                        "feature_size": int(feature_size), "channels": [int(c) for c in channels]}
+        if input_size is not None:  # only when set, so files written before the option load unchanged
+            self.config["input_size"] = int(input_size)
+        self.input_size = None if input_size is None else int(input_size)
         layers: list[nn.Module] = []
         width = in_channels
         for c in channels:
@@ -87,7 +124,10 @@ class DomainEncoder(nn.Module):
 
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding before standardization (what the training heads see)."""
-        return self.embed(self.pool(self.body(2.0 * x.float() - 1.0)).flatten(1))
+        x = x.float()
+        if self.input_size is not None and tuple(x.shape[2:]) != (self.input_size,) * self.spatial_dims:
+            x = F.interpolate(x, size=(self.input_size,) * self.spatial_dims, mode="area")
+        return self.embed(self.pool(self.body(2.0 * x - 1.0)).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Standardized features of images in ``[0, 1]``: ``(B, feature_size)``, zero mean and unit variance per
@@ -154,6 +194,7 @@ def train_domain_encoder(
     seed: int = 0,
     device: torch.device | str = "cpu",
     channels_last: bool = True,
+    input_size: int | None = None,
 ) -> DomainEncoder:
     """Train a :class:`DomainEncoder` on real training images only, and return it in eval mode (frozen).
 
@@ -164,16 +205,15 @@ def train_domain_encoder(
       (:class:`~monai_neurosql.networks.ConvGenerator` fed the feature vector).
     - ``"contrastive"``: SimCLR (NT-Xent, temperature 0.2) between two random views (affine jitter, flip,
       contrast, noise) through a 2-layer projection head.
-    - ``"auto"``: ``"contrastive"``, labels or not: of the three (and the paper's proxy features) it ordered the
-      controls with the widest margins on Fashion-MNIST and on the demo brains (KID z-scores of the negative
-      controls over the unseen-real floor 58 vs 34-38 at 2000 Fashion-MNIST images, 27 vs 9-10 at 256 brain
-      slices; ``python -m monai_neurosql.benchmark.feature_space``, docs/benchmarks.md).
+    - ``"auto"``: by image size (:func:`auto_encoder_settings`): an autoencoder on the images resized to 32 px for
+      2D images larger than that (64, 128 px), ``"contrastive"`` otherwise; ``input_size`` given explicitly wins.
 
     Args:
         images: ``N x C x [SPATIAL]`` real training images in ``[0, 1]``.
         labels: ``(N,)`` class labels (needed by ``"classifier"``).
         kind: one of :data:`DOMAIN_ENCODER_KINDS` or ``"auto"``.
-        feature_size, channels: see :class:`DomainEncoder`.
+        feature_size, channels, input_size: see :class:`DomainEncoder` (``input_size``: trained and scored on the
+            images resized to that side).
         epochs, batch_size, lr: AdamW training settings (cosine schedule).
         seed: initialisation, shuffling and augmentation seed (the global RNG is left untouched).
         device: where to train.
@@ -191,7 +231,8 @@ def train_domain_encoder(
         raise ValueError(f"images must be an N x C x [SPATIAL] batch with N >= 2, got shape {tuple(images.shape)}.")
     num_classes = int(labels.max()) + 1 if labels is not None and len(labels) else 0
     if kind == "auto":
-        kind = "contrastive"
+        auto = auto_encoder_settings(images.shape)
+        kind, input_size = auto["kind"], input_size if input_size is not None else auto["input_size"]
     if kind not in DOMAIN_ENCODER_KINDS:
         raise ValueError(f"kind must be 'auto' or one of {DOMAIN_ENCODER_KINDS}, got {kind!r}.")
     if kind == "classifier" and (labels is None or len(torch.unique(labels)) < 2):
@@ -204,13 +245,13 @@ def train_domain_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder, last = _fit_encoder(images, labels, kind, feature_size, channels, num_classes, epochs,
-                                     batch_size, lr, device, generator, channels_last)
+                                     batch_size, lr, device, generator, channels_last, input_size)
     encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
     encoder.fit_standardization(images)
     encoder.info = {"kind": kind, "epochs": int(epochs), "final_loss": last, "num_images": len(images),
-                    "seed": int(seed)}
+                    "seed": int(seed), "input_size": input_size}
     logger.info(f"domain encoder ({kind}, {feature_size}-d) trained on {len(images)} real training images for "
                 f"{epochs} epochs: final loss {last:.4f}")
     return encoder
@@ -219,10 +260,13 @@ def train_domain_encoder(
 def _fit_encoder(images: torch.Tensor, labels: torch.Tensor | None, kind: str, feature_size: int,
                  channels: Sequence[int], num_classes: int, epochs: int, batch_size: int, lr: float,
                  device: torch.device, generator: torch.Generator,
-                 channels_last: bool = True) -> tuple[DomainEncoder, float]:
+                 channels_last: bool = True, input_size: int | None = None) -> tuple[DomainEncoder, float]:
     """The training loop of :func:`train_domain_encoder` (the caller seeds the global RNG)."""
     spatial_dims, in_channels = images.ndim - 2, images.shape[1]
-    encoder = DomainEncoder(spatial_dims, in_channels, feature_size, channels)
+    encoder = DomainEncoder(spatial_dims, in_channels, feature_size, channels, input_size=input_size)
+    if input_size is not None:  # resized once here (the encoder's own resize is then a no-op); the views and the
+        # reconstruction target are at the scale the features see
+        images = F.interpolate(images.float(), size=(input_size,) * spatial_dims, mode="area")
     if kind == "classifier":
         head: nn.Module = nn.Sequential(nn.PReLU(), nn.Dropout(0.2), nn.Linear(feature_size, num_classes))
     elif kind == "autoencoder":

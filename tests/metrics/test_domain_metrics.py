@@ -92,6 +92,39 @@ def test_domain_encoder_kinds_train_save_and_load(images, encoder, tmp_path):
         load_domain_encoder(tmp_path / "missing.pt")
 
 
+def test_domain_encoder_with_an_input_size_sees_the_images_at_that_scale(images, tmp_path):
+    import torch.nn.functional as F
+
+    small = train_domain_encoder(images["train"], images["train_labels"], kind="autoencoder", feature_size=8,
+                                 channels=(8, 8), epochs=1, batch_size=32, seed=0, input_size=8)
+    assert small.config["input_size"] == 8 and small.info["input_size"] == 8
+    x = images["reference"][:6]
+    # the 16 px images are area-averaged to 8 px first: the same features as the 8 px images themselves
+    torch.testing.assert_close(small(x), small(F.avg_pool2d(x, 2)))
+    detail = x + 0.2 * (torch.arange(16).remainder(2).float() - 0.5)  # a 1 px stripe pattern, averaged away
+    torch.testing.assert_close(small(detail), small(x), atol=1e-4, rtol=1e-4)
+    loaded = load_domain_encoder(save_domain_encoder(small, tmp_path / "small.pt"))
+    assert loaded.input_size == 8 and torch.equal(loaded(x), small(x))
+    with pytest.raises(ValueError, match="input_size 4 is smaller"):
+        train_domain_encoder(images["train"], kind="autoencoder", channels=(8, 8, 8), input_size=4)
+
+
+def test_auto_encoder_settings_follow_the_image_size():
+    from monai_neurosql.metrics import AUTO_INPUT_SIZE, auto_encoder_settings
+
+    large = {"kind": "autoencoder", "input_size": AUTO_INPUT_SIZE}  # chosen at 64 and 128 px
+    small = {"kind": "contrastive", "input_size": None}  # chosen at 28 px; 3D not studied
+    assert auto_encoder_settings((8, 1, 64, 64)) == large and auto_encoder_settings((128, 128)) == large
+    assert auto_encoder_settings((8, 1, 28, 28)) == small and auto_encoder_settings((32, 32)) == small
+    assert auto_encoder_settings((2, 1, 64, 64, 64)) == small and auto_encoder_settings((64, 64, 64)) == small
+    big = torch.rand(8, 1, 40, 40)
+    auto = train_domain_encoder(big, kind="auto", feature_size=8, channels=(8,), epochs=1, batch_size=8)
+    assert auto.info["kind"] == "autoencoder" and auto.input_size == AUTO_INPUT_SIZE
+    kept = train_domain_encoder(big, kind="auto", feature_size=8, channels=(8,), epochs=1, batch_size=8,
+                                input_size=20)
+    assert kept.input_size == 20  # an explicit input size wins
+
+
 def test_controls_are_ordered_by_the_domain_metrics(images, encoder):
     """Unseen real images score better than Gaussian noise, the mean image and blurred images in domain-FID and
     KID, and copies of training images are what the memorization audit flags."""
