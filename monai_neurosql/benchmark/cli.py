@@ -337,6 +337,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         info = _in_child(_train_encoder, data_args, settings, args.encoder_kind, str(encoder_path),
                          what="training the domain encoder")
         log.info(f"domain encoder: {info}")
+    elif args.encoder_kind == "auto":  # reused as it is (every cell of a run in one space); say if it is stale
+        from ..metrics import auto_mismatch, load_domain_encoder
+
+        stale = auto_mismatch(load_domain_encoder(encoder_path), data["train_images"].shape, where=str(encoder_path))
+        if stale:
+            log.warning(stale)
     settings["cross_spaces"] = _cross_spaces(args.cross_spaces, encoder_path, data)
     for kind in settings["cross_spaces"]:
         path = cross_encoder_path(settings, kind)

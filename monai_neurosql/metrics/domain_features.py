@@ -33,6 +33,7 @@ __all__ = [
     "DOMAIN_ENCODER_KINDS",
     "DomainEncoder",
     "auto_encoder_settings",
+    "auto_mismatch",
     "load_domain_encoder",
     "save_domain_encoder",
     "train_domain_encoder",
@@ -68,6 +69,24 @@ def auto_encoder_settings(image_shape: Sequence[int]) -> dict[str, Any]:
     if len(spatial) == 2 and min(spatial) > AUTO_INPUT_SIZE:
         return {"kind": "autoencoder", "input_size": AUTO_INPUT_SIZE}
     return {"kind": "contrastive", "input_size": None}
+
+
+def auto_mismatch(encoder: DomainEncoder, image_shape: Sequence[int], where: str = "the saved encoder") -> str | None:
+    """A warning when a reused ``encoder`` is not the space ``kind="auto"`` now chooses for ``image_shape`` (e.g. a
+    full-size contrastive encoder written before the choice changed for 64-128 px images); None when it is."""
+    want = auto_encoder_settings(image_shape)
+    have = {"kind": getattr(encoder, "info", {}).get("kind"), "input_size": encoder.input_size}
+    if have == want:
+        return None
+
+    def name(settings: dict[str, Any]) -> str:
+        size = f" on the images resized to {settings['input_size']} px" if settings["input_size"] else " at full size"
+        kind = settings["kind"] or "unrecorded"
+        return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} encoder{size}"
+
+    return (f"{where} is {name(have)}, not the space chosen now for these images ({name(want)}, "
+            "metrics.auto_encoder_settings, docs/benchmarks.md); its scores are still comparable with each other, "
+            "but delete it (or pass another path) to score in the chosen space.")
 
 
 class DomainEncoder(nn.Module):

@@ -62,7 +62,7 @@ def evaluation_report(
     Writes ``metrics.json`` and ``samples_grid.png`` to ``output_dir`` and returns the metrics.
     """
     from .controls import control_flags, control_sets
-    from .domain_features import load_domain_encoder, save_domain_encoder, train_domain_encoder
+    from .domain_features import auto_mismatch, load_domain_encoder, save_domain_encoder, train_domain_encoder
     from .features import extract_features
     from .precision_recall import precision_recall
     from .sample_counts import MIN_SAMPLES, below_minimum
@@ -75,6 +75,9 @@ def evaluation_report(
         if path.is_file():
             domain_encoder = load_domain_encoder(path)
             logger.info(f"domain features: {str(path)!r} ({getattr(domain_encoder, 'info', {})})")
+            stale = auto_mismatch(domain_encoder, train_images.shape, where=str(path))
+            if stale:
+                logger.warning(stale)
         else:
             logger.info(f"training the domain encoder on {len(train_images)} real training images "
                         f"({encoder_epochs} epochs); saved to {str(path)!r} and reused by later evaluations")

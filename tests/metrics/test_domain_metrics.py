@@ -125,6 +125,20 @@ def test_auto_encoder_settings_follow_the_image_size():
     assert kept.input_size == 20  # an explicit input size wins
 
 
+def test_a_reused_encoder_that_is_not_the_auto_space_is_named_with_what_to_do():
+    from monai_neurosql.metrics import DomainEncoder, auto_mismatch
+
+    old = DomainEncoder(2, 1, feature_size=4, channels=(4,))
+    old.info = {"kind": "contrastive"}  # written before the choice changed above 32 px
+    message = auto_mismatch(old, (8, 1, 64, 64), where="eval/domain_encoder.pt")
+    assert message.startswith("eval/domain_encoder.pt is a contrastive encoder at full size")
+    assert "an autoencoder encoder on the images resized to 32 px" in message and "delete it" in message
+    assert auto_mismatch(old, (8, 1, 28, 28)) is None  # still the choice at 28 px
+    new = DomainEncoder(2, 1, feature_size=4, channels=(4,), input_size=32)
+    new.info = {"kind": "autoencoder"}
+    assert auto_mismatch(new, (8, 1, 128, 128)) is None
+
+
 def test_controls_are_ordered_by_the_domain_metrics(images, encoder):
     """Unseen real images score better than Gaussian noise, the mean image and blurred images in domain-FID and
     KID, and copies of training images are what the memorization audit flags."""
