@@ -141,12 +141,16 @@ class DomainEncoder(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(feature_size))
         self.register_buffer("feature_std", torch.ones(feature_size))
 
-    def raw_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The embedding before standardization (what the training heads see)."""
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as float, area-resized to ``input_size`` when one is set and ``x`` is not that size already."""
         x = x.float()
         if self.input_size is not None and tuple(x.shape[2:]) != (self.input_size,) * self.spatial_dims:
             x = F.interpolate(x, size=(self.input_size,) * self.spatial_dims, mode="area")
-        return self.embed(self.pool(self.body(2.0 * x - 1.0)).flatten(1))
+        return x
+
+    def raw_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding before standardization (what the training heads see)."""
+        return self.embed(self.pool(self.body(2.0 * self.resize(x) - 1.0)).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Standardized features of images in ``[0, 1]``: ``(B, feature_size)``, zero mean and unit variance per
@@ -283,9 +287,9 @@ def _fit_encoder(images: torch.Tensor, labels: torch.Tensor | None, kind: str, f
     """The training loop of :func:`train_domain_encoder` (the caller seeds the global RNG)."""
     spatial_dims, in_channels = images.ndim - 2, images.shape[1]
     encoder = DomainEncoder(spatial_dims, in_channels, feature_size, channels, input_size=input_size)
-    if input_size is not None:  # resized once here (the encoder's own resize is then a no-op); the views and the
-        # reconstruction target are at the scale the features see
-        images = F.interpolate(images.float(), size=(input_size,) * spatial_dims, mode="area")
+    if input_size is not None:  # resized once here (in every batch the encoder's own resize is then a no-op); the
+        # views and the reconstruction target are at the scale the features see
+        images = encoder.resize(images)
     if kind == "classifier":
         head: nn.Module = nn.Sequential(nn.PReLU(), nn.Dropout(0.2), nn.Linear(feature_size, num_classes))
     elif kind == "autoencoder":
