@@ -555,19 +555,18 @@ def test_a_resumed_cell_checks_its_settings_never_trains_twice_and_survives_dama
     assert row["epochs_run"] == 4 and "resuming from" not in caplog.text
 
 
-def test_cross_check_spaces_skip_only_the_headline_space(tmp_path):
+def test_cross_check_spaces_skip_only_the_headline_space():
     """A full-size encoder of the headline's kind is its own space and is skipped; next to a headline that sees the
     images resized, the full-size encoder of the same kind is another space and is scored."""
     from monai_neurosql.benchmark.cli import _cross_spaces
-    from monai_neurosql.metrics import DomainEncoder, save_domain_encoder
+    from monai_neurosql.metrics import DomainEncoder
 
     data = {"train_labels": torch.tensor([0, 1, 0, 1])}
     for input_size, expected in ((None, ["classifier", "contrastive"]),
                                  (16, ["classifier", "autoencoder", "contrastive"])):
         encoder = DomainEncoder(2, 1, feature_size=4, channels=(4,), input_size=input_size)
         encoder.info = {"kind": "autoencoder"}
-        path = save_domain_encoder(encoder, tmp_path / f"enc_{input_size}.pt")
-        assert _cross_spaces(["classifier", "autoencoder", "contrastive"], path, data) == expected
-    assert _cross_spaces(["classifier", "contrastive"], path, {"train_labels": torch.zeros(4)}) == ["contrastive"]
+        assert _cross_spaces(["classifier", "autoencoder", "contrastive"], encoder, data) == expected
+    assert _cross_spaces(["classifier", "contrastive"], encoder, {"train_labels": torch.zeros(4)}) == ["contrastive"]
     with pytest.raises(ValueError, match="unknown --cross-spaces"):
-        _cross_spaces(["vgg"], path, data)
+        _cross_spaces(["vgg"], encoder, data)

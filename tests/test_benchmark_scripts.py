@@ -123,26 +123,28 @@ def test_feature_space_study_scores_every_space_and_takes_its_margin_over_every_
     npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(80, 70, 70))
     summary = feature_space.main(["--dataset", str(npz), "--kinds", "autoencoder", "proxy", "--sizes", "60",
                                   "--epochs", "1", "--feature-size", "8", "--threads", "1", "--channels", "8", "8",
-                                  "--input-size", "8", "--output", str(tmp_path / "out")])
+                                  "--input-size", "8", "--members", "2", "--output", str(tmp_path / "out")])
     assert [(r["space"], r["n"]) for r in summary] == [("autoencoder", 60), ("proxy", 60)]
-    # --channels and --input-size reach the encoder
-    assert [(k["kind"], k["channels"], k["input_size"]) for k in trained] == [("autoencoder", (8, 8), 8)]
+    # --channels, --input-size and --members reach the encoder
+    assert [(k["kind"], k["channels"], k["input_size"], k["members"]) for k in trained] == [("autoencoder", (8, 8), 8, 2)]
     with open(tmp_path / "out" / "feature_space.csv") as f:
         rows = list(csv.DictReader(f))
     sets = {r["set"] for r in rows}
     assert {"real_unseen", "noise", "mean_image", "blurred", "phase_scrambled", "blur_1"} <= sets
-    for row in summary:  # the margin is the smallest over the four negative controls, named
-        z = {r["set"]: (float(r["kid"]) - float(floor["kid"])) / math.hypot(float(r["kid_se"]), float(floor["kid_se"]))
-             for floor in [next(r for r in rows if r["space"] == row["space"] and r["set"] == "real_unseen")]
-             for r in rows if r["space"] == row["space"] and r["set"] in ("noise", "mean_image", "blurred",
-                                                                         "phase_scrambled")}
+    for row in summary:  # the margin is the smallest paired z-score over the four negative controls, named
+        space = {r["set"]: r for r in rows if r["space"] == row["space"]}
+        z = {name: float(space[name]["z_floor"]) for name in ("noise", "mean_image", "blurred", "phase_scrambled")}
         assert row["hardest_control"] == min(z, key=z.get) and row["kid_z_min"] == pytest.approx(min(z.values()),
                                                                                                  rel=1e-3)
+        for name, value in z.items():  # of the sign of the KID difference, its SE that of the paired difference
+            assert value * (float(space[name]["kid"]) - float(space["real_unseen"]["kid"])) > 0
+        assert row["structure_z"] == pytest.approx(float(space["phase_scrambled"]["z_mild"]), rel=1e-3)
+        assert space["real_unseen"]["z_floor"] == "" and space["noise"]["z_mild"] == ""
     assert "hardest_control" in (tmp_path / "out" / "feature_space.md").read_text()
     assert "blurred_mild" in sets and all("structure_z" in r and "trusted" in r for r in summary)
     assert "Chosen space:" in (tmp_path / "out" / "feature_space.md").read_text()
     saved = metrics.load_domain_encoder(tmp_path / "out" / "encoder_autoencoder.pt")  # kept for reuse
-    assert saved.info["kind"] == "autoencoder" and saved.input_size == 8
+    assert saved.info["kind"] == "autoencoder" and saved.input_size == 8 and len(saved.members) == 2
     assert not (tmp_path / "out" / "encoder_proxy.pt").exists()
 
 
@@ -170,3 +172,10 @@ def test_feature_space_margins_trust_a_space_only_when_it_ranks_anatomy_above_te
     assert not summary["c", 10]["trusted"]  # noise unresolved there
     assert feature_space.choose_space(list(summary.values())) is c  # the widest margin at the largest n
     assert feature_space.choose_space([a]) is None
+    # a row scored with the paired SE is read as it is; the quadrature SE only for tables written before it
+    paired = _space_rows("d", 100, {**base, "phase_scrambled": 30.0, "blurred_mild": 10.0})
+    for row in paired:
+        row.update({"z_floor": 7.0 if row["set"] == "noise" else 99.0} if row["set"] != "real_unseen" else {})
+        row.update({"z_mild": 12.0} if row["set"] == "phase_scrambled" else {})
+    d = feature_space.margins(paired)[0]
+    assert (d["kid_z_min"], d["hardest_control"], d["structure_z"], d["blur1_z"]) == (7.0, "noise", 12.0, 99.0)

@@ -132,15 +132,14 @@ def _cell(data: dict, cell: dict, settings: dict) -> dict:
     return run_cell(cell, data, settings)
 
 
-def _cross_spaces(kinds: Sequence[str], encoder_path: Path, data: dict) -> list[str]:
+def _cross_spaces(kinds: Sequence[str], encoder, data: dict) -> list[str]:
     """The cross-check kinds that apply: not the domain encoder's own space (its kind at full size; an encoder that
     sees resized images is another space), ``classifier`` only with 2+ classes."""
-    from ..metrics import DOMAIN_ENCODER_KINDS, load_domain_encoder
+    from ..metrics import DOMAIN_ENCODER_KINDS
 
     unknown = set(kinds) - set(DOMAIN_ENCODER_KINDS)
     if unknown:
         raise ValueError(f"unknown --cross-spaces {sorted(unknown)}; known: {DOMAIN_ENCODER_KINDS}.")
-    encoder = load_domain_encoder(encoder_path)
     headline = encoder.info.get("kind") if encoder.input_size is None else None
     classes = int(torch.as_tensor(data["train_labels"]).unique().numel())
     return [k for k in dict.fromkeys(kinds) if k != headline and (k != "classifier" or classes >= 2)]
@@ -330,20 +329,23 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     data_args = (args.dataset, args.image_size, args.max_train, output, args.csv_path, args.demo_scale)
     data = _load(data_args)  # fails early on a missing data set; children reload it (cached files)
     name = data["name"]
+    from ..metrics import auto_mismatch, load_domain_encoder
+
     if args.pair:  # scores finished cells: trains nothing
-        settings["cross_spaces"] = _cross_spaces(args.cross_spaces, encoder_path, data) if encoder_path.is_file() else []
+        settings["cross_spaces"] = (_cross_spaces(args.cross_spaces, load_domain_encoder(encoder_path), data)
+                                    if encoder_path.is_file() else [])
         return _pair(data, args.pair, settings)
-    if not encoder_path.is_file():
+    reused = encoder_path.is_file()
+    if not reused:
         info = _in_child(_train_encoder, data_args, settings, args.encoder_kind, str(encoder_path),
                          what="training the domain encoder")
         log.info(f"domain encoder: {info}")
-    elif args.encoder_kind == "auto":  # reused as it is (every cell of a run in one space); say if it is stale
-        from ..metrics import auto_mismatch, load_domain_encoder
-
-        stale = auto_mismatch(load_domain_encoder(encoder_path), data["train_images"].shape, where=str(encoder_path))
+    encoder = load_domain_encoder(encoder_path)  # once, for the checks below (the cells load it in their children)
+    if reused and args.encoder_kind == "auto":  # reused as it is (every cell of a run in one space); say if stale
+        stale = auto_mismatch(encoder, data["train_images"].shape, where=str(encoder_path))
         if stale:
             log.warning(stale)
-    settings["cross_spaces"] = _cross_spaces(args.cross_spaces, encoder_path, data)
+    settings["cross_spaces"] = _cross_spaces(args.cross_spaces, encoder, data)
     for kind in settings["cross_spaces"]:
         path = cross_encoder_path(settings, kind)
         if not path.is_file():

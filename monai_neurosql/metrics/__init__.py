@@ -4,8 +4,10 @@ from .classifier import classification_scores, downstream_classifier, train_clas
 from .controls import CONTROLS, NEGATIVE_CONTROLS, blur, control_flags, control_sets, phase_scramble
 from .domain_features import (
     AUTO_INPUT_SIZE,
+    AUTO_MEMBERS,
     DOMAIN_ENCODER_KINDS,
     DomainEncoder,
+    DomainEncoderEnsemble,
     auto_encoder_settings,
     auto_mismatch,
     load_domain_encoder,
@@ -35,6 +37,7 @@ from .ssim_metrics import ms_ssim_diversity, ms_ssim_settings, paired_ssim, rand
 
 __all__ = [
     "AUTO_INPUT_SIZE",
+    "AUTO_MEMBERS",
     "CONTROLS",
     "DOMAIN_ENCODER_KINDS",
     "FID_INCEPTION_WEIGHTS",
@@ -46,6 +49,7 @@ __all__ = [
     "RADIMAGENET_WEIGHTS",
     "VGG16_WEIGHTS",
     "DomainEncoder",
+    "DomainEncoderEnsemble",
     "FIDInceptionFeatures",
     "ImageNetInceptionFeatures",
     "LPIPSMetric",

@@ -110,23 +110,24 @@ def test_domain_encoder_with_an_input_size_sees_the_images_at_that_scale(images,
 
 
 def test_auto_encoder_settings_follow_the_image_size():
-    from monai_neurosql.metrics import AUTO_INPUT_SIZE, auto_encoder_settings
+    from monai_neurosql.metrics import AUTO_INPUT_SIZE, AUTO_MEMBERS, DomainEncoderEnsemble, auto_encoder_settings
 
-    large = {"kind": "autoencoder", "input_size": AUTO_INPUT_SIZE}  # chosen at 64 and 128 px
-    small = {"kind": "contrastive", "input_size": None}  # chosen at 28 px; 3D not studied
+    large = {"kind": "autoencoder", "input_size": AUTO_INPUT_SIZE, "members": AUTO_MEMBERS}  # at 64 and 128 px
+    small = {"kind": "contrastive", "input_size": None, "members": 1}  # chosen at 28 px; 3D not studied
     assert auto_encoder_settings((8, 1, 64, 64)) == large and auto_encoder_settings((128, 128)) == large
     assert auto_encoder_settings((8, 1, 28, 28)) == small and auto_encoder_settings((32, 32)) == small
     assert auto_encoder_settings((2, 1, 64, 64, 64)) == small and auto_encoder_settings((64, 64, 64)) == small
     big = torch.rand(8, 1, 40, 40)
     auto = train_domain_encoder(big, kind="auto", feature_size=8, channels=(8,), epochs=1, batch_size=8)
     assert auto.info["kind"] == "autoencoder" and auto.input_size == AUTO_INPUT_SIZE
+    assert not isinstance(auto, DomainEncoderEnsemble) and auto.info["members"] == AUTO_MEMBERS == 1
     kept = train_domain_encoder(big, kind="auto", feature_size=8, channels=(8,), epochs=1, batch_size=8,
-                                input_size=20)
-    assert kept.input_size == 20  # an explicit input size wins
+                                input_size=20, members=1)
+    assert kept.input_size == 20 and not hasattr(kept, "members")  # explicit settings win
 
 
 def test_a_reused_encoder_that_is_not_the_auto_space_is_named_with_what_to_do():
-    from monai_neurosql.metrics import DomainEncoder, auto_mismatch
+    from monai_neurosql.metrics import DomainEncoder, DomainEncoderEnsemble, auto_mismatch
 
     old = DomainEncoder(2, 1, feature_size=4, channels=(4,))
     old.info = {"kind": "contrastive"}  # written before the choice changed above 32 px
@@ -137,6 +138,36 @@ def test_a_reused_encoder_that_is_not_the_auto_space_is_named_with_what_to_do():
     new = DomainEncoder(2, 1, feature_size=4, channels=(4,), input_size=32)
     new.info = {"kind": "autoencoder"}
     assert auto_mismatch(new, (8, 1, 128, 128)) is None
+    three = DomainEncoderEnsemble([DomainEncoder(2, 1, feature_size=4, channels=(4,), input_size=32) for _ in range(3)])
+    three.info = {"kind": "autoencoder"}  # an ensemble (the study's --members 3) is another space, named so
+    assert "is 3 autoencoder encoders on the images resized to 32 px, not" in auto_mismatch(three, (8, 1, 64, 64))
+
+
+def test_an_ensemble_of_encoders_is_one_space_of_one_members_size_and_loads_as_saved(images, tmp_path):
+    """Three encoders (consecutive seeds) as one space: their features concatenated and projected on the
+    principal directions of the training images' features, at one member's feature size; saved and loaded whole."""
+    from monai_neurosql.metrics import DomainEncoder, DomainEncoderEnsemble
+
+    train = images["train"]
+    space = train_domain_encoder(train, kind="autoencoder", feature_size=6, channels=(8, 8), epochs=1, members=3,
+                                 seed=4)
+    assert isinstance(space, DomainEncoderEnsemble) and space.info["members"] == 3 and space.info["seed"] == 4
+    alone = train_domain_encoder(train, kind="autoencoder", feature_size=6, channels=(8, 8), epochs=1, seed=5)
+    torch.testing.assert_close(space.members[1](train[:4]), alone(train[:4]))  # member i: seed + i
+    features = space(train)
+    assert features.shape == (len(train), 6)
+    # on the training images: centred, mean variance 1 per feature, uncorrelated (principal directions)
+    torch.testing.assert_close(features.mean(0), torch.zeros(6), atol=1e-4, rtol=0)
+    assert features.var(0).mean().item() == pytest.approx(1.0, rel=1e-3)
+    cov = torch.cov(features.T)
+    assert (cov - torch.diag(cov.diag())).abs().max() < 1e-3
+    loaded = load_domain_encoder(save_domain_encoder(space, tmp_path / "space.pt"))
+    assert isinstance(loaded, DomainEncoderEnsemble) and loaded.info == space.info
+    torch.testing.assert_close(loaded(train[:8]), space(train[:8]))
+    with pytest.raises(ValueError, match="same images"):
+        DomainEncoderEnsemble([DomainEncoder(2, 1, 4, (4,)), DomainEncoder(2, 1, 4, (4,), input_size=16)])
+    with pytest.raises(ValueError, match="2 or more"):
+        DomainEncoderEnsemble([DomainEncoder(2, 1, 4, (4,))])
 
 
 def test_controls_are_ordered_by_the_domain_metrics(images, encoder):
