@@ -570,3 +570,16 @@ def test_cross_check_spaces_skip_only_the_headline_space():
     assert _cross_spaces(["classifier", "contrastive"], encoder, {"train_labels": torch.zeros(4)}) == ["contrastive"]
     with pytest.raises(ValueError, match="unknown --cross-spaces"):
         _cross_spaces(["vgg"], encoder, data)
+
+
+def test_results_md_says_how_the_domain_encoder_seed_was_chosen_and_warns_when_its_structure_margin_is_low():
+    from monai_neurosql.benchmark.cli import _structure_note, _structure_warning
+
+    chosen = {"kind": "autoencoder", "seed": 2, "candidates": 3, "structure_z": 9.46,
+              "candidate_structure_z": [4.23, -0.06, 9.46]}
+    assert "seed 2 kept of 3 candidates" in _structure_note(chosen) and "4.2, -0.1, 9.5" in _structure_note(chosen)
+    assert _structure_warning(chosen) == []
+    assert _structure_note({"kind": "contrastive", "candidates": 1}) == "" == _structure_note({"kind": "classifier"})
+    assert _structure_warning({"kind": "contrastive"}) == []  # not measured: no warning
+    low = {**chosen, "structure_z": 2.5}
+    assert len(_structure_warning(low)) == 1 and "only 2.5 SE" in _structure_warning(low)[0]

@@ -179,3 +179,18 @@ def test_feature_space_margins_trust_a_space_only_when_it_ranks_anatomy_above_te
         row.update({"z_mild": 12.0} if row["set"] == "phase_scrambled" else {})
     d = feature_space.margins(paired)[0]
     assert (d["kid_z_min"], d["hardest_control"], d["structure_z"], d["blur1_z"]) == (7.0, "noise", 12.0, 99.0)
+
+
+def test_encoder_seed_selection_scores_each_seed_on_both_splits_and_keeps_the_best_validation_margin(tmp_path):
+    npz = write_npz(tmp_path / "tiny.npz", shape=(40, 40), n=(48, 40, 60))
+    rows = _script("encoder_seed_selection").main(["--dataset", str(npz), "--image-size", "40", "--seeds", "0", "1", "2",
+                                                   "3", "--epochs", "1", "--threads", "1", "--output",
+                                                   str(tmp_path / "out")])
+    assert [r["seed"] for r in rows] == [0, 1, 2, 3] and [r["group"] for r in rows] == [0, 0, 0, 3]
+    assert all(math.isfinite(r[k]) for r in rows for k in ("validation_z", "test_z", "test_z_other_draw"))
+    first = rows[:3]
+    assert [r["kept"] for r in first] == [r["validation_z"] == max(x["validation_z"] for x in first) for r in first]
+    assert rows[3]["kept"]  # a group of one
+    assert "| 0-2 |" in (tmp_path / "out" / "encoder_seed_selection.md").read_text()
+    with open(tmp_path / "out" / "encoder_seed_selection.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4

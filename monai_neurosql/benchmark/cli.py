@@ -114,7 +114,7 @@ def _train_encoder(data: dict, settings: dict, kind: str, path: str) -> dict:
 
     torch.set_num_threads(int(settings["threads"]))
     encoder = train_domain_encoder(data["train_images"], data["train_labels"], kind=kind,
-                                   epochs=int(settings["encoder_epochs"]), seed=0)
+                                   epochs=int(settings["encoder_epochs"]), seed=0, validation=data["unseen_images"])
     save_domain_encoder(encoder, path)
     return dict(encoder.info)
 
@@ -467,6 +467,24 @@ def plan_cells(args: argparse.Namespace, name: str, conditional: bool) -> list[d
     return list({cell_key(c): c for c in cells}.values())
 
 
+def _structure_note(info: dict) -> str:
+    """How the domain encoder's seed was chosen, for results.md ('' when it was not)."""
+    if int(info.get("candidates", 1)) <= 1 or "structure_z" not in info:
+        return ""
+    margins = ", ".join(f"{m:.1f}" for m in info.get("candidate_structure_z", []))
+    return (f"; seed {info.get('seed')} kept of {info['candidates']} candidates by the structure test on the "
+            f"validation split (phase-scrambled vs mildly blurred real images, KID z: {margins}; "
+            "metrics.structure_margin)")
+
+
+def _structure_warning(info: dict) -> list[str]:
+    """A warning line when the kept encoder does not resolve anatomy before texture (structure margin <= 3)."""
+    from ..metrics import structure_warning
+
+    warning = structure_warning(info)
+    return [f"**Warning:** {warning[0].upper()}{warning[1:]}"] if warning else []
+
+
 def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, args: argparse.Namespace,
             output: Path) -> None:
     from ..metrics import MIN_SAMPLES
@@ -493,7 +511,9 @@ def _report(rows: list[dict], controls: list[dict], data: dict, settings: dict, 
         (f"Domain features: {info.get('kind')} encoder"
          + (f" on the images resized to {encoders['domain'].input_size} px" if encoders["domain"].input_size else "")
          + f", {info.get('epochs')} epochs on {info.get('num_images')} real "
-        f"training images ({settings['encoder_path']}). Minimum counts: {MIN_SAMPLES} (domain-FID: 4 x feature size)."),
+        f"training images ({settings['encoder_path']}){_structure_note(info)}. Minimum counts: {MIN_SAMPLES} "
+         "(domain-FID: 4 x feature size)."),
+        *_structure_warning(info),
         "",
         summarize(rows, controls),
         "",

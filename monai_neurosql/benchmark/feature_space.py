@@ -38,15 +38,11 @@ from pathlib import Path
 
 import torch
 
-from ..metrics.controls import NEGATIVE_CONTROLS
+from ..metrics.controls import MILD_BLUR_FRACTION, NEGATIVE_CONTROLS, RESOLVED_Z
 
 __all__ = ["choose_space", "main", "margins", "score_feature_spaces"]
 
 BLUR_STEPS = (0.5, 1.0, 2.0)
-#: ``blurred_mild``'s sigma as a fraction of the smallest image side (see the module doc).
-MILD_BLUR_FRACTION = 1.0 / 32.0
-#: The z-score above which an order counts as resolved.
-RESOLVED_Z = 3.0
 
 
 def _spearman(values: Sequence[float]) -> float:

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
 from .classifier import classification_scores, downstream_classifier, train_classifier
-from .controls import CONTROLS, NEGATIVE_CONTROLS, blur, control_flags, control_sets, phase_scramble
+from .controls import (
+    CONTROLS,
+    MILD_BLUR_FRACTION,
+    NEGATIVE_CONTROLS,
+    RESOLVED_Z,
+    blur,
+    control_flags,
+    control_sets,
+    phase_scramble,
+    structure_margin,
+)
 from .domain_features import (
+    AUTO_CANDIDATES,
     AUTO_INPUT_SIZE,
     AUTO_MEMBERS,
     DOMAIN_ENCODER_KINDS,
@@ -12,6 +23,7 @@ from .domain_features import (
     auto_mismatch,
     load_domain_encoder,
     save_domain_encoder,
+    structure_warning,
     train_domain_encoder,
 )
 from .features import ProxyFeatureNet, extract_features, load_pretrained_weights
@@ -36,6 +48,7 @@ from .scores import METRIC_SPECS, SampleScorer
 from .ssim_metrics import ms_ssim_diversity, ms_ssim_settings, paired_ssim, random_pairs, reconstruction_ssim
 
 __all__ = [
+    "AUTO_CANDIDATES",
     "AUTO_INPUT_SIZE",
     "AUTO_MEMBERS",
     "CONTROLS",
@@ -44,9 +57,11 @@ __all__ = [
     "IMAGENET_INCEPTION_WEIGHTS",
     "MEDICALNET_WEIGHTS",
     "METRIC_SPECS",
+    "MILD_BLUR_FRACTION",
     "MIN_SAMPLES",
     "NEGATIVE_CONTROLS",
     "RADIMAGENET_WEIGHTS",
+    "RESOLVED_Z",
     "VGG16_WEIGHTS",
     "DomainEncoder",
     "DomainEncoderEnsemble",
@@ -93,6 +108,8 @@ __all__ = [
     "random_pairs",
     "reconstruction_ssim",
     "save_domain_encoder",
+    "structure_margin",
+    "structure_warning",
     "train_classifier",
     "train_domain_encoder",
 ]

@@ -15,7 +15,17 @@ from collections.abc import Mapping, Sequence
 import torch
 from monai.networks.layers import GaussianFilter
 
-__all__ = ["CONTROLS", "NEGATIVE_CONTROLS", "blur", "control_flags", "control_sets", "phase_scramble"]
+__all__ = [
+    "CONTROLS",
+    "MILD_BLUR_FRACTION",
+    "NEGATIVE_CONTROLS",
+    "RESOLVED_Z",
+    "blur",
+    "control_flags",
+    "control_sets",
+    "phase_scramble",
+    "structure_margin",
+]
 
 #: Control names: ``real_unseen`` real images the models never saw (the floor; the validation split),
 #: ``real_train`` training images (the copy control), ``noise``, ``mean_image``, ``blurred``, ``phase_scrambled``.
@@ -26,6 +36,12 @@ NEGATIVE_CONTROLS: dict[str, tuple[str, ...]] = {
     "distribution": ("noise", "mean_image", "blurred", "phase_scrambled"),
     "memorization": ("real_train", "blurred"),
 }
+
+#: The structure test's mildly blurred real images (:func:`structure_margin`): sigma as a fraction of the smallest
+#: image side (2 px at 64 x 64, 4 px at 128 x 128: the anatomy kept, the fine detail gone).
+MILD_BLUR_FRACTION = 1.0 / 32.0
+#: A paired KID z-score above which an order (of two control sets, or of a control and the floor) counts as resolved.
+RESOLVED_Z = 3.0
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -105,6 +121,43 @@ def control_sets(train: torch.Tensor, unseen: torch.Tensor, num: int, seed: int 
         "blurred": blur(real_train, sigma),
         "phase_scrambled": phase_scramble(real_train, generator=g),
     }
+
+
+def structure_margin(encoder: torch.nn.Module, train: torch.Tensor, reference: torch.Tensor, num: int | None = None,
+                     seed: int = 0) -> float:
+    """Does a feature space rank anatomy before texture? ``(KID(phase_scrambled) - KID(blurred_mild)) / SE``.
+
+    ``num`` training images (default: as many as ``reference`` holds), drawn with ``seed``, are phase-scrambled
+    (:func:`phase_scramble`: their texture kept, their anatomy gone) and, separately, mildly blurred (sigma
+    :data:`MILD_BLUR_FRACTION` of the image side: their anatomy kept, their fine texture gone); both sets are scored
+    by KID against ``reference`` in ``encoder``'s features, and the difference is divided by its paired SE
+    (:func:`~monai_neurosql.metrics.kid_difference`). Above ~3 the space resolves the anatomy as closer to real; a
+    texture-biased space gives a negative value. Only real images and their controls are used, never a model's
+    samples, so a space (or an encoder seed) can be chosen by it before any model is looked at
+    (``python -m monai_neurosql.benchmark.feature_space``, where it is the ``structure_z`` column).
+
+    Args:
+        encoder: the feature network (e.g. a :class:`~monai_neurosql.metrics.DomainEncoder`).
+        train: ``N x C x H x W`` real training images in ``[0, 1]`` (the controls are made from them).
+        reference: real images not trained on (e.g. the validation split).
+        num: images per set.
+        seed: the draw of the training images and of the scrambled phases.
+
+    Raises:
+        ValueError: fewer than 3 images in a set.
+    """
+    from .features import extract_features
+    from .kid import kid_difference
+
+    n = min(num or len(reference), len(reference), len(train))
+    if n < 3:
+        raise ValueError(f"the structure test needs at least 3 images per set, got {len(train)} training and "
+                         f"{len(reference)} reference images (num={num}).")
+    sets = control_sets(train, reference, n, seed=seed)
+    mild = blur(sets["real_train"], min(train.shape[2:]) * MILD_BLUR_FRACTION)
+    ref = extract_features(encoder, reference[:n])
+    d = kid_difference(ref, extract_features(encoder, sets["phase_scrambled"]), extract_features(encoder, mild))
+    return d["difference"] / max(d["se"], 1e-12)
 
 
 def _better(a: float, b: float, higher_is_better: bool) -> bool:

@@ -50,7 +50,10 @@ def evaluation_report(
 
     ``domain_encoder`` is a module, or a file: loaded when it exists, else trained on ``train_images`` only
     (:func:`~monai_neurosql.metrics.train_domain_encoder`, ``encoder_epochs``) and saved there, so that every
-    checkpoint of a run is scored in the same space. Without one, precision/recall use the proxy features.
+    checkpoint of a run is scored in the same space; with ``unseen_images`` the ``"auto"`` space at 64-128 px is the
+    best of :data:`~monai_neurosql.metrics.AUTO_CANDIDATES` encoder seeds by
+    :func:`~monai_neurosql.metrics.structure_margin` on them (a warning is logged when even that one ranks anatomy
+    before texture by 3 SE or less). Without one, precision/recall use the proxy features.
 
     With ``unseen_images`` (real images neither trained on nor in ``test_images``, e.g. the validation split) the
     controls of :func:`~monai_neurosql.metrics.control_sets` are scored the same way (``controls``: the floor
@@ -62,7 +65,13 @@ def evaluation_report(
     Writes ``metrics.json`` and ``samples_grid.png`` to ``output_dir`` and returns the metrics.
     """
     from .controls import control_flags, control_sets
-    from .domain_features import auto_mismatch, load_domain_encoder, save_domain_encoder, train_domain_encoder
+    from .domain_features import (
+        auto_mismatch,
+        load_domain_encoder,
+        save_domain_encoder,
+        structure_warning,
+        train_domain_encoder,
+    )
     from .features import extract_features
     from .precision_recall import precision_recall
     from .sample_counts import MIN_SAMPLES, below_minimum
@@ -81,8 +90,12 @@ def evaluation_report(
         else:
             logger.info(f"training the domain encoder on {len(train_images)} real training images "
                         f"({encoder_epochs} epochs); saved to {str(path)!r} and reused by later evaluations")
-            domain_encoder = train_domain_encoder(train_images, epochs=encoder_epochs, seed=0)
+            validation = unseen_images if unseen_images is not None and len(unseen_images) >= 3 else None
+            domain_encoder = train_domain_encoder(train_images, epochs=encoder_epochs, seed=0, validation=validation)
             save_domain_encoder(domain_encoder, path)
+        weak = structure_warning(getattr(domain_encoder, "info", {}))
+        if weak:
+            logger.warning(f"{path}: {weak}")
     fake = generate(generator, num_samples, lattice, seed=seed, labels=labels)
     scorer = SampleScorer(test_images, encoder=domain_encoder, train=train_images, audit_samples=512)
     metrics: dict[str, Any] = {"num_samples": float(num_samples), "num_real": float(len(test_images))}

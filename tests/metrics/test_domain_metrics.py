@@ -110,10 +110,17 @@ def test_domain_encoder_with_an_input_size_sees_the_images_at_that_scale(images,
 
 
 def test_auto_encoder_settings_follow_the_image_size():
-    from monai_neurosql.metrics import AUTO_INPUT_SIZE, AUTO_MEMBERS, DomainEncoderEnsemble, auto_encoder_settings
+    from monai_neurosql.metrics import (
+        AUTO_CANDIDATES,
+        AUTO_INPUT_SIZE,
+        AUTO_MEMBERS,
+        DomainEncoderEnsemble,
+        auto_encoder_settings,
+    )
 
-    large = {"kind": "autoencoder", "input_size": AUTO_INPUT_SIZE, "members": AUTO_MEMBERS}  # at 64 and 128 px
-    small = {"kind": "contrastive", "input_size": None, "members": 1}  # chosen at 28 px; 3D not studied
+    large = {"kind": "autoencoder", "input_size": AUTO_INPUT_SIZE, "members": AUTO_MEMBERS,  # at 64 and 128 px
+             "candidates": AUTO_CANDIDATES}
+    small = {"kind": "contrastive", "input_size": None, "members": 1, "candidates": 1}  # chosen at 28 px; 3D not studied
     assert auto_encoder_settings((8, 1, 64, 64)) == large and auto_encoder_settings((128, 128)) == large
     assert auto_encoder_settings((8, 1, 28, 28)) == small and auto_encoder_settings((32, 32)) == small
     assert auto_encoder_settings((2, 1, 64, 64, 64)) == small and auto_encoder_settings((64, 64, 64)) == small
@@ -121,6 +128,7 @@ def test_auto_encoder_settings_follow_the_image_size():
     auto = train_domain_encoder(big, kind="auto", feature_size=8, channels=(8,), epochs=1, batch_size=8)
     assert auto.info["kind"] == "autoencoder" and auto.input_size == AUTO_INPUT_SIZE
     assert not isinstance(auto, DomainEncoderEnsemble) and auto.info["members"] == AUTO_MEMBERS == 1
+    assert auto.info["candidates"] == 1  # no validation images: one seed, not the best of AUTO_CANDIDATES
     kept = train_domain_encoder(big, kind="auto", feature_size=8, channels=(8,), epochs=1, batch_size=8,
                                 input_size=20, members=1)
     assert kept.input_size == 20 and not hasattr(kept, "members")  # explicit settings win
@@ -242,6 +250,57 @@ def test_phase_scrambled_toy_brains_rank_below_real_ones():
     scorer = SampleScorer(x[320:440], encoder=encoder, proxy=False)
     floor, scrambled = scorer(sets["real_unseen"]), scorer(sets["phase_scrambled"])
     assert scrambled["kid"] > floor["kid"] + 3 * scrambled["kid_se"] + 3 * floor["kid_se"]
+
+
+def _texture_net(x: torch.Tensor) -> torch.Tensor:
+    """Features of fine texture only: statistics of the local Laplacian's energy (a texture-biased space)."""
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    lap = torch.nn.functional.conv2d(x, kernel, padding=1).abs()
+    pooled = torch.nn.functional.avg_pool2d(lap, 4).flatten(1)
+    return 10.0 * torch.stack([lap.mean((1, 2, 3)), lap.square().mean((1, 2, 3)), pooled.std(1),
+                               pooled.amax(1)], 1)
+
+
+def test_structure_margin_is_negative_in_a_texture_space_and_is_the_paired_kid_z():
+    """A space of texture statistics ranks phase-scrambled images (texture kept) before mildly blurred ones
+    (texture gone): a clearly negative margin; the value is the paired KID z of those two control sets."""
+    from monai_neurosql.metrics import MILD_BLUR_FRACTION, blur, extract_features, structure_margin
+
+    x = toy_brains(300)
+    train, reference = x[:200], x[200:]
+    margin = structure_margin(_texture_net, train, reference, seed=3)
+    assert margin < -5.0
+    sets = control_sets(train, reference, 100, seed=3)
+    mild = blur(sets["real_train"], 32 * MILD_BLUR_FRACTION)
+    d = kid_difference(extract_features(_texture_net, reference), extract_features(_texture_net, sets["phase_scrambled"]),
+                       extract_features(_texture_net, mild))
+    assert margin == pytest.approx(d["difference"] / d["se"])
+    assert structure_margin(_texture_net, train, reference, num=40, seed=3) != pytest.approx(margin)  # fewer images
+    with pytest.raises(ValueError, match="at least 3 images"):
+        structure_margin(_texture_net, train, reference[:2])
+
+
+def test_auto_keeps_the_encoder_seed_that_ranks_anatomy_before_texture_on_the_validation_split():
+    from monai_neurosql.metrics import AUTO_CANDIDATES, structure_margin
+
+    x = toy_brains(90, size=40)
+    train, validation = x[:60], x[60:]
+    settings = {"feature_size": 8, "channels": (8,), "epochs": 1, "batch_size": 16, "seed": 3}
+    chosen = train_domain_encoder(train, kind="auto", validation=validation, **settings)
+    info = chosen.info
+    assert info["candidates"] == AUTO_CANDIDATES == 3 and len(info["candidate_structure_z"]) == 3
+    assert info["structure_z"] == max(info["candidate_structure_z"])
+    kept = info["candidate_structure_z"].index(info["structure_z"])
+    assert info["seed"] == 3 + kept and kept > 0  # here not the first seed
+    alone = train_domain_encoder(train, kind="autoencoder", input_size=32, **{**settings, "seed": 3 + kept})
+    torch.testing.assert_close(chosen(validation), alone(validation))  # the kept seed's encoder itself
+    assert info["structure_z"] == pytest.approx(structure_margin(alone, train, validation, seed=3))
+    # without validation images one encoder (the first seed) is trained; explicit counts are checked
+    assert train_domain_encoder(train, kind="auto", **settings).info["candidates"] == 1
+    with pytest.raises(ValueError, match="pass validation="):
+        train_domain_encoder(train, kind="autoencoder", candidates=2, **settings)
+    with pytest.raises(ValueError, match="members=1"):
+        train_domain_encoder(train, kind="autoencoder", candidates=2, members=2, validation=validation, **settings)
 
 
 def test_cross_check_spaces_score_kid_in_each_space(images, encoder):
