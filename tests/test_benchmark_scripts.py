@@ -194,3 +194,50 @@ def test_encoder_seed_selection_scores_each_seed_on_both_splits_and_keeps_the_be
     assert "| 0-2 |" in (tmp_path / "out" / "encoder_seed_selection.md").read_text()
     with open(tmp_path / "out" / "encoder_seed_selection.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
+
+
+def test_paired_backbones_pairs_each_neurosql_setting_with_the_reference_of_its_seed():
+    script = _script("paired_backbones")
+    rows = [{"dataset": "d", "model": m, "backbone": b, "latent_size": z, "seed": s, "protocol": "epochs",
+             "variant": "default", "conditional": "False", "cell_dir": f"{m}{b}{z}{s}"}
+            for m, b, z, s in [("neurosql", "conv", "16", "0"), ("neurosql", "film_unet", "16", "0"),
+                               ("neurosql", "conv", "4", "0"), ("neurosql", "film_unet", "16", "1"),
+                               ("vae", "film_unet", "16", "0")]]
+    pairs = script.backbone_pairs(rows, "conv", "16")
+    assert [(a["cell_dir"], b["cell_dir"]) for a, b in pairs] == [("neurosqlconv160", "neurosqlfilm_unet160"),
+                                                                  ("neurosqlconv160", "neurosqlconv40")]
+    # relabelled into the reference's group, named by their setting; the rows themselves untouched
+    assert [(b["model"], b["backbone"], b["latent_size"]) for _, b in pairs] == [("film_unet_z16", "conv", "16"),
+                                                                                ("conv_z4", "conv", "16")]
+    assert rows[1]["model"] == "neurosql" and rows[1]["backbone"] == "film_unet"
+
+
+@pytest.mark.slow
+def test_paired_backbones_scores_a_finished_run_in_every_space(tmp_path):
+    from monai_neurosql import benchmark
+
+    npz = write_npz(tmp_path / "tiny.npz", shape=(16, 16), n=(48, 40, 60))
+    out = tmp_path / "run"
+    benchmark.main(["--dataset", str(npz), "--models", "neurosql", "--backbones", "conv", "film_unet", "--latent-sizes",
+                    "2", "--seeds", "0", "--epochs", "1", "--batch-size", "16", "--num-samples", "60", "--threads",
+                    "1", "--encoder-epochs", "1", "--audit-samples", "60", "--output", str(out)])
+    paired = _script("paired_backbones").main(["--dataset", str(npz), "--output", str(out), "--reference", "conv", "2"])
+    # the headline space (contrastive at 16 px) and the cross-check spaces of the run, one row each
+    assert sorted(r["space"] for r in paired) == ["autoencoder", "classifier", "domain"]
+    assert all(r["b"] == "film_unet_z2/default/epochs" and float(r["se"]) > 0 for r in paired)
+    with open(out / "paired_backbones.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(paired)
+    with pytest.raises(SystemExit, match="no NeuroSQL row"):
+        _script("paired_backbones").main(["--dataset", str(npz), "--output", str(out), "--reference", "resnet", "2"])
+
+
+def test_paired_backbones_takes_the_reference_of_one_protocol_against_every_protocol():
+    script = _script("paired_backbones")
+    rows = [{"dataset": "d", "model": "neurosql", "backbone": b, "latent_size": "16", "seed": "0", "protocol": p,
+             "variant": "default", "conditional": "False", "cell_dir": f"{b}{p}"}
+            for b, p in [("conv", "epochs"), ("conv", "wallclock"), ("film_unet", "epochs")]]
+    assert [(a["cell_dir"], b["cell_dir"]) for a, b in script.backbone_pairs(rows, "conv", "16")] == [
+        ("convepochs", "film_unetepochs")]  # each protocol with its own
+    pairs = script.backbone_pairs(rows, "conv", "16", protocol="wallclock")
+    assert [(a["cell_dir"], b["cell_dir"]) for a, b in pairs] == [("convwallclock", "convepochs"),
+                                                                  ("convwallclock", "film_unetepochs")]
