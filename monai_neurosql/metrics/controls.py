@@ -20,6 +20,7 @@ __all__ = [
     "MILD_BLUR_FRACTION",
     "NEGATIVE_CONTROLS",
     "RESOLVED_Z",
+    "STRUCTURE_MIN_IMAGES",
     "blur",
     "control_flags",
     "control_sets",
@@ -42,6 +43,8 @@ NEGATIVE_CONTROLS: dict[str, tuple[str, ...]] = {
 MILD_BLUR_FRACTION = 1.0 / 32.0
 #: A paired KID z-score above which an order (of two control sets, or of a control and the floor) counts as resolved.
 RESOLVED_Z = 3.0
+#: The fewest images per set :func:`structure_margin` scores (its KID difference's SE needs them).
+STRUCTURE_MIN_IMAGES = 3
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -144,14 +147,14 @@ def structure_margin(encoder: torch.nn.Module, train: torch.Tensor, reference: t
         seed: the draw of the training images and of the scrambled phases.
 
     Raises:
-        ValueError: fewer than 3 images in a set.
+        ValueError: fewer than :data:`STRUCTURE_MIN_IMAGES` images in a set.
     """
     from .features import extract_features
     from .kid import kid_difference
 
     n = min(num or len(reference), len(reference), len(train))
-    if n < 3:
-        raise ValueError(f"the structure test needs at least 3 images per set, got {len(train)} training and "
+    if n < STRUCTURE_MIN_IMAGES:
+        raise ValueError(f"the structure test needs at least {STRUCTURE_MIN_IMAGES} images per set, got {len(train)} training and "
                          f"{len(reference)} reference images (num={num}).")
     sets = control_sets(train, reference, n, seed=seed)
     mild = blur(sets["real_train"], min(train.shape[2:]) * MILD_BLUR_FRACTION)

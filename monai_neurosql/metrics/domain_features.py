@@ -27,6 +27,7 @@ from torch import nn
 
 from ..generate import training_layout
 from ..utils import atomic_write
+from .controls import STRUCTURE_MIN_IMAGES
 
 __all__ = [
     "AUTO_CANDIDATES",
@@ -382,19 +383,23 @@ def train_domain_encoder(
         kind, input_size = auto["kind"], input_size if input_size is not None else auto["input_size"]
         members = members if members is not None else auto["members"]
         if candidates is None and auto["candidates"] > 1:
-            candidates = auto["candidates"] if validation is not None and members == 1 else 1
+            enough = validation is not None and len(validation) >= STRUCTURE_MIN_IMAGES
+            candidates = auto["candidates"] if enough and members == 1 else 1
             if candidates == 1:
-                logger.info("domain encoder: no validation images given, so one encoder seed is trained rather than "
-                            f"the best of {auto['candidates']} by the structure test")
+                logger.info(f"domain encoder: fewer than {STRUCTURE_MIN_IMAGES} validation images given, so one "
+                            f"encoder seed is trained rather than the best of {auto['candidates']} by the structure "
+                            "test")
     members = 1 if members is None else int(members)
     candidates = 1 if candidates is None else int(candidates)
     if members < 1 or candidates < 1:
         raise ValueError(f"members and candidates must be >= 1, got {members} and {candidates}.")
-    if candidates > 1 and (members > 1 or validation is None or images.ndim != 4):
+    if candidates > 1 and (members > 1 or validation is None or len(validation) < STRUCTURE_MIN_IMAGES
+                           or images.ndim != 4):
         raise ValueError(f"candidates={candidates} keeps the 2D encoder seed that ranks anatomy before texture on the "
-                         "validation images: pass validation= (real images not trained on), members=1 and 2D images "
-                         f"(got members={members}, validation {'given' if validation is not None else 'None'}, "
-                         f"images of shape {tuple(images.shape)}).")
+                         f"validation images: pass validation= (at least {STRUCTURE_MIN_IMAGES} real images not trained "
+                         "on), members=1 and 2D images (got members="
+                         f"{members}, {'no validation' if validation is None else f'{len(validation)} validation images'}"
+                         f", images of shape {tuple(images.shape)}).")
     if kind not in DOMAIN_ENCODER_KINDS:
         raise ValueError(f"kind must be 'auto' or one of {DOMAIN_ENCODER_KINDS}, got {kind!r}.")
     if kind == "classifier" and (labels is None or len(torch.unique(labels)) < 2):

@@ -90,8 +90,8 @@ def evaluation_report(
         else:
             logger.info(f"training the domain encoder on {len(train_images)} real training images "
                         f"({encoder_epochs} epochs); saved to {str(path)!r} and reused by later evaluations")
-            validation = unseen_images if unseen_images is not None and len(unseen_images) >= 3 else None
-            domain_encoder = train_domain_encoder(train_images, epochs=encoder_epochs, seed=0, validation=validation)
+            domain_encoder = train_domain_encoder(train_images, epochs=encoder_epochs, seed=0,
+                                                  validation=unseen_images)
             save_domain_encoder(domain_encoder, path)
         weak = structure_warning(getattr(domain_encoder, "info", {}))
         if weak:

@@ -299,6 +299,10 @@ def test_auto_keeps_the_encoder_seed_that_ranks_anatomy_before_texture_on_the_va
     assert train_domain_encoder(train, kind="auto", **settings).info["candidates"] == 1
     with pytest.raises(ValueError, match="pass validation="):
         train_domain_encoder(train, kind="autoencoder", candidates=2, **settings)
+    # too few validation images for the structure test: auto trains one seed; asked for, refused before training
+    assert train_domain_encoder(train, kind="auto", validation=validation[:2], **settings).info["candidates"] == 1
+    with pytest.raises(ValueError, match="at least 3 real images.*2 validation images"):
+        train_domain_encoder(train, kind="autoencoder", candidates=2, validation=validation[:2], **settings)
     with pytest.raises(ValueError, match="members=1"):
         train_domain_encoder(train, kind="autoencoder", candidates=2, members=2, validation=validation, **settings)
 
