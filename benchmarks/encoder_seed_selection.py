@@ -21,7 +21,6 @@ Writes ``encoder_seed_selection.md`` and ``.csv`` under ``--output``.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from _common import log, machine_lines, markdown_table
 
 from monai_neurosql.benchmark.data import load_benchmark_data
 from monai_neurosql.metrics import AUTO_CANDIDATES, auto_encoder_settings, structure_margin, train_domain_encoder
+from monai_neurosql.utils import write_csv
 
 #: The test margin is also computed with the control images drawn with the group's seed + this (other training
 #: images scrambled and blurred): a choice that held only for the control images it was made with would show there.
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"'auto' trains a {auto['kind']} encoder at {tuple(train.shape[2:])}: there is no seed to "
                          "choose (pass 64-128 px images).")
     rows = []
-    for seed in args.seeds:
-        group = args.seeds[(args.seeds.index(seed) // args.candidates) * args.candidates]  # its group's first seed
+    for i, seed in enumerate(args.seeds):
+        group = args.seeds[i - i % args.candidates]  # its group's first seed
         start = time.perf_counter()
         encoder = train_domain_encoder(train, data["train_labels"], kind=auto["kind"], input_size=auto["input_size"],
                                        epochs=args.epochs, seed=seed)
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         log(f"seed {seed}: validation {row['validation_z']:.2f}, test {row['test_z']:.2f} "
             f"({row['test_z_other_draw']:.2f} with other control images) in {seconds:.0f} s")
         rows.append(row)
-    with open(output / "encoder_seed_selection.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(output / "encoder_seed_selection.csv", rows, list(rows[0]))
 
     groups = []
     for group in dict.fromkeys(r["group"] for r in rows):

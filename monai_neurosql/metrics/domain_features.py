@@ -423,10 +423,8 @@ def train_domain_encoder(
                         "seed": member_seed, "input_size": input_size, "members": 1}
         trained.append(encoder)
         losses.append(last)
-    info = {**trained[0].info, "final_loss": sum(losses) / members, "seed": int(seed), "members": members,
-            "candidates": candidates}
     kept = ""
-    if candidates > 1:
+    if candidates > 1:  # one of them, with its own seed and loss
         from .controls import structure_margin
 
         margins = [structure_margin(e, images, validation, seed=seed) for e in trained]
@@ -435,10 +433,13 @@ def train_domain_encoder(
         info = {**encoder.info, "candidates": candidates, "structure_z": margins[best], "candidate_structure_z": margins}
         kept = (f"; seed {info['seed']} kept of {candidates} (structure margin on {len(validation)} validation "
                 f"images: {', '.join(f'{m:.1f}' for m in margins)})")
-    elif members > 1:
-        encoder = DomainEncoderEnsemble(trained).to(device).eval()
-        kept = (f"; {members} of them, projected on {encoder.feature_size} directions keeping "
-                f"{100 * encoder.fit_projection(images):.2f}% of their features' variance")
+    else:  # all of them: the first seed and their mean loss
+        info = {**trained[0].info, "final_loss": sum(losses) / members, "seed": int(seed), "members": members,
+                "candidates": 1}
+        if members > 1:
+            encoder = DomainEncoderEnsemble(trained).to(device).eval()
+            kept = (f"; {members} of them, projected on {encoder.feature_size} directions keeping "
+                    f"{100 * encoder.fit_projection(images):.2f}% of their features' variance")
     encoder.info = info
     logger.info(f"domain encoder ({kind}, {feature_size}-d) trained on {len(images)} real training images for "
                 f"{epochs} epochs: final loss {info['final_loss']:.4f}{kept}")
